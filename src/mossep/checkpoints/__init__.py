@@ -1,0 +1,67 @@
+"""Load any checkpoint mossep knows: its own file, an official ModelScope MossFormer directory,
+or a ClearerVoice MossFormer2 file/directory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MossepError
+from ..models.mossformer import Separator
+from .modelscope import is_modelscope_dir, load_modelscope
+from .native import is_native_file, load_native, save_native
+
+__all__ = ["LoadedModel", "load_checkpoint", "save_native", "default_model_path"]
+
+
+@dataclass
+class LoadedModel:
+    model: Separator
+    source: str  # "mossep", "modelscope", "clearvoice"
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. how the sample rate was chosen
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+def default_model_path() -> Path:
+    """The checkpoint shipped in weights/ (inside the installed package, or the source tree's)."""
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "weights" / "default.safetensors", here.parent.parent / "weights" / "default.safetensors"):
+        if cand.is_file():
+            return cand
+    raise MossepError("no default model found (weights/default.safetensors); pass --model PATH")
+
+
+def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> LoadedModel:
+    """Load a checkpoint of any supported format, strictly, without executing code from it.
+
+    sample_rate: only for formats that do not store it (ClearerVoice MossFormer2).
+    """
+    path = default_model_path() if path is None else Path(path)
+    if not path.exists():
+        raise MossepError(f"{path}: model not found")
+    if is_native_file(path):
+        model, meta = load_native(path)
+        if sample_rate is not None and sample_rate != model.config.sample_rate:
+            raise MossepError(f"{path}: model runs at {model.config.sample_rate} Hz; --model-rate {sample_rate} contradicts it")
+        return LoadedModel(model.eval(), "mossep", path, meta)
+    if is_modelscope_dir(path):
+        model = load_modelscope(path)
+        if sample_rate is not None and sample_rate != 8000:
+            raise MossepError(f"{path}: the official MossFormer model runs at 8000 Hz")
+        return LoadedModel(model.eval(), "modelscope", path, {}, ["official ModelScope MossFormer, 8000 Hz"])
+    try:
+        from .clearvoice import is_clearvoice, load_clearvoice
+    except ImportError:  # pragma: no cover - MossFormer2 support not installed
+        is_clearvoice = None
+    if is_clearvoice is not None and is_clearvoice(path):
+        model, notes = load_clearvoice(path, sample_rate)
+        return LoadedModel(model.eval(), "clearvoice", path, {}, notes)
+    if path.is_dir():
+        raise MossepError(f"{path}: directory is not a known model layout (expected configuration.json + encoder.bin, "
+                          "decoder.bin, masknet.bin, or a ClearerVoice checkpoint folder)")
+    raise MossepError(f"{path}: not a known checkpoint format (.safetensors from mossep, or a ClearerVoice .pt)")

@@ -1,0 +1,42 @@
+"""Strict state-dict checks with one-line error messages."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import MossepError
+
+
+def torch_load_tensors(path: Path) -> dict:
+    """torch.load with weights_only=True; any failure becomes a MossepError naming the file."""
+    if not path.is_file():
+        raise MossepError(f"{path}: checkpoint file is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle with code, not a torch file ...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MossepError(f"{path}: cannot read checkpoint ({msg})") from None
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load `state` into `module`, requiring exactly the module's keys with equal shapes."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MossepError(f"{where}: not a state dict of tensors")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+    if wrong:
+        problems.append(f"{len(wrong)} wrong shapes (first: {wrong[0]})")
+    if problems:
+        raise MossepError(f"{where}: checkpoint does not match the model: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,36 @@
+"""Command-line interface: a thin layer over the Python API.
+
+Each command module registers its commands on `app`. Errors the user can fix (MossepError)
+print one line on stderr and exit with status 1; Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import MossepError
+from .app import app
+
+from . import separate, models, evaluate, train  # noqa: E402,F401  (register commands)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except MossepError as e:
+        print(f"mossep: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("mossep: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            print("mossep: aborted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

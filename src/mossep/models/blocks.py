@@ -1,0 +1,142 @@
+"""Building blocks shared by MossFormer and MossFormer2.
+
+Names follow the papers (Zhao & Ma, ICASSP 2023 / 2024) and the attribute layout of the
+official code, so that official state dicts load without renaming.
+Shapes: B batch, L frames, D channels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ScaleNorm(nn.Module):
+    """x / max(||x||_2 / sqrt(D), eps) * g, over the last dim; one learned scalar gain g."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.scale = dim**-0.5
+        self.eps = eps
+        self.g = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale
+        return x / norm.clamp(min=self.eps) * self.g
+
+
+class Transpose(nn.Module):
+    """[B, L, D] <-> [B, D, L]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
+class DepthwiseConv1d(nn.Module):
+    """Per-channel convolution over time, 'same' padding, no bias. [B, D, L] -> [B, D, L]."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size, padding=(kernel_size - 1) // 2, groups=dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvModule(nn.Module):
+    """Convolution module: y + depthwise_conv(y). [B, L, D] -> [B, L, D]."""
+
+    def __init__(self, dim: int, kernel_size: int = 17):
+        super().__init__()
+        self.sequential = nn.Sequential(Transpose(), DepthwiseConv1d(dim, kernel_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.sequential(x).transpose(1, 2)
+
+
+class FFConvM(nn.Module):
+    """Convolution-augmented projection: Norm -> Linear -> SiLU -> ConvModule -> Dropout.
+
+    [B, L, d_in] -> [B, L, d_out]. `norm` is "scalenorm" (FLASH layers) or "layernorm" (gated FSMN).
+    """
+
+    def __init__(self, d_in: int, d_out: int, norm: str = "scalenorm", kernel_size: int = 17, dropout: float = 0.1):
+        super().__init__()
+        norm_layer = ScaleNorm(d_in) if norm == "scalenorm" else nn.LayerNorm(d_in)
+        self.mdl = nn.Sequential(
+            norm_layer,
+            nn.Linear(d_in, d_out),
+            nn.SiLU(),
+            ConvModule(d_out, kernel_size),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mdl(x)
+
+
+class OffsetScale(nn.Module):
+    """Per-dimension affine variants of the shared q/k projection Z: Z * gamma[h] + beta[h].
+
+    [B, L, d] -> heads x [B, L, d]; for MossFormer: (local q, global q, local k, global k).
+    """
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(heads, dim))
+        self.beta = nn.Parameter(torch.zeros(heads, dim))
+        nn.init.normal_(self.gamma, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = x.unsqueeze(-2) * self.gamma + self.beta  # [B, L, H, d]
+        return out.unbind(dim=-2)
+
+
+class RotaryEmbedding(nn.Module):
+    """Partial rotary position embedding over interleaved pairs (2j, 2j+1) of the first `dim` dims.
+
+    The frequencies are stored (and loaded) as a frozen parameter `freqs` [dim/2]; angles are formed in
+    float32 as position * freq, as the official code does.
+    """
+
+    def __init__(self, dim: int = 32, base: float = 10000.0):
+        super().__init__()
+        self.dim = dim
+        freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32)[: dim // 2] / dim))
+        self.freqs = nn.Parameter(freqs, requires_grad=False)
+
+    def angles(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin tables [L, dim] (each angle repeated for its pair)."""
+        t = torch.arange(length, device=device, dtype=torch.float32)
+        ang = torch.outer(t, self.freqs.float()).repeat_interleave(2, dim=-1)
+        return ang.cos(), ang.sin()
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [B, L, d] with d >= dim; rotates dims [0, dim)."""
+        rot, rest = x[..., : self.dim], x[..., self.dim :]
+        pairs = rot.unflatten(-1, (-1, 2))
+        half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        rot = rot * cos.to(x.dtype) + half * sin.to(x.dtype)
+        return torch.cat((rot, rest), dim=-1)
+
+
+class ScaledSinuEmbedding(nn.Module):
+    """Global sinusoidal position table [L, D] = [sin(t f), cos(t f)] * scale (halves concatenated)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        t = torch.arange(length, device=device, dtype=torch.float32)
+        ang = torch.outer(t, self.inv_freq.float())
+        return (torch.cat((ang.sin(), ang.cos()), dim=-1) * self.scale.float()).to(dtype)
+
+
+def token_shift(x: torch.Tensor) -> torch.Tensor:
+    """Delay the first half of the channels by one frame. [B, L, D] -> [B, L, D]."""
+    shifted, kept = x.chunk(2, dim=-1)
+    shifted = F.pad(shifted, (0, 0, 1, -1))
+    return torch.cat((shifted, kept), dim=-1)

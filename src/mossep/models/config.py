@@ -1,0 +1,71 @@
+"""Model configuration shared by MossFormer and MossFormer2."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ARCHITECTURES = ("mossformer", "mossformer2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "mossformer"
+    sample_rate: int = 8000
+    num_spks: int = 2
+    kernel_size: int = 16  # encoder/decoder kernel (samples)
+    stride: int = 8  # encoder/decoder hop (samples)
+    encoder_dim: int = 512  # N: encoder filters
+    d_model: int = 512  # width of the block stack
+    num_blocks: int = 24
+    group_size: int = 256  # local-attention chunk (frames)
+    query_key_dim: int = 128
+    expansion_factor: float = 4.0
+    conv_kernel_size: int = 17  # depthwise conv in every FFConvM
+    rotary_dim: int = 32
+    dropout: float = 0.1
+    decoder_bias: bool = False
+    fsmn_dim: int = 256  # MossFormer2 gated FSMN inner width
+    fsmn_lorder: int = 20  # MossFormer2 FSMN memory order (kernel 2*lorder-1)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURES)})")
+        for name in ("sample_rate", "num_spks", "kernel_size", "stride", "encoder_dim", "d_model", "num_blocks",
+                     "group_size", "query_key_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"model config: {name} must be positive, got {getattr(self, name)}")
+        if self.d_model % 2 or self.query_key_dim < self.rotary_dim:
+            raise ValueError("model config: d_model must be even and query_key_dim >= rotary_dim")
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input the encoder accepts."""
+        return self.kernel_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown}")
+        return cls(**d)
+
+
+# Size presets. "paper-*" follow the MossFormer paper's S/M/L; the small ones train on a CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(encoder_dim=64, d_model=64, num_blocks=2, query_key_dim=32, group_size=64, kernel_size=16, stride=8),
+    "cpu-small": dict(encoder_dim=128, d_model=128, num_blocks=4, query_key_dim=64, kernel_size=16, stride=8),
+    "cpu-base": dict(encoder_dim=256, d_model=256, num_blocks=8, query_key_dim=128, kernel_size=16, stride=8),
+    "paper-s": dict(encoder_dim=512, d_model=512, num_blocks=8),
+    "paper-m": dict(encoder_dim=512, d_model=512, num_blocks=16),
+    "paper-l": dict(encoder_dim=512, d_model=512, num_blocks=24),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model size {name!r} (known: {', '.join(PRESETS)})")
+    return ModelConfig(**{**PRESETS[name], **overrides})
