@@ -15,22 +15,10 @@ from . import separate, models, evaluate, train  # noqa: E402,F401  (register co
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="mossep")  # typer handles usage errors itself (exit 2)
     except MossepError as e:
         print(f"mossep: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("mossep: interrupted", file=sys.stderr)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            print("mossep: aborted", file=sys.stderr)
-            sys.exit(130)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
