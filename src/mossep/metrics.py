@@ -1,0 +1,57 @@
+"""Separation metrics: SI-SNR with the best speaker permutation, and improvements over the mixture.
+
+Pure functions on torch tensors (batched, differentiable) with numpy wrappers for evaluation.
+Shapes: [..., C, T] for C sources.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+EPS = 1e-8
+
+
+def si_snr(est: torch.Tensor, ref: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Scale-invariant SNR in dB of zero-meaned signals, over the last axis. [..., T] -> [...]."""
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    proj = (est * ref).sum(-1, keepdim=True) * ref / ((ref * ref).sum(-1, keepdim=True) + eps)
+    noise = est - proj
+    return 10 * torch.log10(((proj * proj).sum(-1) + eps) / ((noise * noise).sum(-1) + eps))
+
+
+def pairwise_si_snr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """[..., C, T] x [..., C, T] -> [..., C_est, C_ref] SI-SNR of every estimate against every reference."""
+    return si_snr(est.unsqueeze(-2), ref.unsqueeze(-3))
+
+
+def best_permutation(est: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Permutation-invariant SI-SNR. Returns (mean SI-SNR over sources [...], perm [..., C]) where
+    est[..., perm[i], :] is matched to ref[..., i, :]."""
+    pair = pairwise_si_snr(est, ref)  # [..., Ce, Cr]
+    C = ref.shape[-2]
+    perms = torch.tensor(list(itertools.permutations(range(C))), device=est.device)  # [P, C]
+    # score[p] = mean_i pair[perms[p, i], i]
+    idx = torch.arange(C, device=est.device)
+    scores = pair[..., perms, idx].mean(-1)  # [..., P]
+    best, which = scores.max(dim=-1)
+    return best, perms[which]
+
+
+def pit_si_snr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Negative permutation-invariant SI-SNR, averaged over the batch. est, ref: [B, C, T]."""
+    best, _ = best_permutation(est, ref)
+    return -best.mean()
+
+
+def si_snr_improvement(est: np.ndarray, ref: np.ndarray, mix: np.ndarray) -> dict[str, float | list[int]]:
+    """SI-SNR of the best-permuted estimates and its improvement over using the mixture as every estimate.
+
+    est, ref: [C, T]; mix: [T]. Returns {"si_snr", "si_snri", "perm"} (means over sources, dB).
+    """
+    e, r, m = (torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in (est, ref, mix))
+    best, perm = best_permutation(e, r)
+    base = si_snr(m.expand_as(r), r).mean()
+    return {"si_snr": float(best), "si_snri": float(best - base), "perm": perm.tolist()}
