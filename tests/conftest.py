@@ -1,0 +1,33 @@
+"""Shared fixtures: small models built on the fly, so tests need no trained weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mossep.checkpoints import save_native
+from mossep.models import build_model, preset
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A randomly initialised 'tiny' MossFormer in mossep's own format (seeded, fast on CPU)."""
+    torch.manual_seed(0)
+    model = build_model(preset("tiny"))
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_native(model, path, {"note": "random weights for tests"})
+    return path
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
