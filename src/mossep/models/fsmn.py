@@ -1,0 +1,99 @@
+"""The gated FSMN block of MossFormer2 (Zhao et al., ICASSP 2024): a recurrent-free memory module
+that complements the FLASH layer's attention with fine-grained local patterns.
+
+Names follow the official attribute layout so ClearerVoice state dicts load without renaming.
+Shapes: B batch, L frames, D block width, H inner (FSMN) width.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import FFConvM
+
+
+def instance_norm(x: torch.Tensor, norm: nn.InstanceNorm2d) -> torch.Tensor:
+    """Per-item, per-channel normalisation over time. With a single frame, x - mean is 0, so the result
+    is the affine shift (torch refuses that case, but a 16-sample input has exactly one frame)."""
+    if x.shape[2] * x.shape[3] > 1:
+        return norm(x)
+    return torch.zeros_like(x) + norm.bias.view(1, -1, 1, 1)
+
+
+class DilatedDenseNet(nn.Module):
+    """Dense dilated memory D: `depth` grouped convolutions over time, each reading all earlier outputs.
+
+    Layer i (dilation 2**i, kernel 2*lorder-1, 'same' zero padding, one group per output channel) sees
+    the concatenation [o_{i-1}; ...; o_1; q], so group g reads concatenated channels (i+1)g ... (i+1)g+i.
+    Each layer: conv -> InstanceNorm (affine) -> PReLU (one slope per channel). Returns the last output.
+    The convolutions are stored as 2-D ones with a (kernel, 1) window over [B, H, L, 1].
+    [B, H, L] -> [B, H, L].
+    """
+
+    def __init__(self, channels: int, lorder: int, depth: int = 2):
+        super().__init__()
+        self.depth = depth
+        for i in range(depth):
+            dilation = 2**i
+            self.add_module(f"conv{i + 1}", nn.Conv2d(
+                channels * (i + 1), channels, kernel_size=(2 * lorder - 1, 1), dilation=(dilation, 1),
+                padding=(dilation * (lorder - 1), 0), groups=channels, bias=False))
+            self.add_module(f"norm{i + 1}", nn.InstanceNorm2d(channels, affine=True))
+            self.add_module(f"prelu{i + 1}", nn.PReLU(channels))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        skip = q.unsqueeze(-1)  # [B, H, L, 1]
+        for i in range(1, self.depth + 1):
+            out = getattr(self, f"conv{i}")(skip)
+            out = getattr(self, f"prelu{i}")(instance_norm(out, getattr(self, f"norm{i}")))
+            skip = torch.cat((out, skip), dim=1)
+        return out.squeeze(-1)
+
+
+class DilatedFSMN(nn.Module):
+    """FSMN memory: u' = u + D(project(relu(linear(u)))). [B, L, H] -> [B, L, H]."""
+
+    def __init__(self, dim: int, lorder: int, depth: int = 2):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        self.project = nn.Linear(dim, dim, bias=False)
+        self.conv = DilatedDenseNet(dim, lorder, depth)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        q = self.project(F.relu(self.linear(u)))
+        return u + self.conv(q.transpose(1, 2)).transpose(1, 2)
+
+
+class GatedFSMN(nn.Module):
+    """Gated memory: s = to_v(a) * fsmn(to_u(a)) + a. [B, L, H] -> [B, L, H]."""
+
+    def __init__(self, dim: int, lorder: int, kernel_size: int = 17, dropout: float = 0.1):
+        super().__init__()
+        self.to_u = FFConvM(dim, dim, norm="layernorm", kernel_size=kernel_size, dropout=dropout)
+        self.to_v = FFConvM(dim, dim, norm="layernorm", kernel_size=kernel_size, dropout=dropout)
+        self.fsmn = DilatedFSMN(dim, lorder)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.to_v(a) * self.fsmn(self.to_u(a)) + a
+
+
+class GatedFSMNBlock(nn.Module):
+    """Bottleneck around the gated memory, with a residual. [B, L, D] -> [B, L, D].
+
+    a = LayerNorm(PReLU(1x1 conv D -> H)); z + 1x1 conv H -> D (LayerNorm(GatedFSMN(a))).
+    """
+
+    def __init__(self, dim: int, inner_dim: int = 256, lorder: int = 20, kernel_size: int = 17,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv1d(dim, inner_dim, 1), nn.PReLU())
+        self.norm1 = nn.LayerNorm(inner_dim)  # over channels
+        self.gated_fsmn = GatedFSMN(inner_dim, lorder, kernel_size, dropout)
+        self.norm2 = nn.LayerNorm(inner_dim)
+        self.conv2 = nn.Conv1d(inner_dim, dim, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        a = self.norm1(self.conv1(z.transpose(1, 2)).transpose(1, 2))  # [B, L, H]
+        s = self.norm2(self.gated_fsmn(a))
+        return z + self.conv2(s.transpose(1, 2)).transpose(1, 2)
