@@ -1,0 +1,298 @@
+"""Audio input and output in blocks, so that memory does not grow with the recording length.
+
+Input: any file libsndfile reads (or "-" for a WAV/FLAC stream on stdin), checked up front and block by
+block (NaN/Inf); downmixed or one channel picked; resampled with soxr's streaming resampler.
+Output: the speakers' signals go to one raw float32 temporary file while their peak is tracked; at the end
+they are scaled down together if they would clip, converted to the requested format and renamed into place
+(all outputs or none).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import MossepError
+from .fsutil import atomic_path
+
+STDIN = "-"
+BLOCK_FRAMES = 1 << 16
+PEAK_LIMIT = 0.999  # outputs are scaled so that no sample exceeds this (just under PCM full scale)
+FORMATS = {"wav": "WAV", "flac": "FLAC"}
+SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+
+
+@dataclass
+class InputAudio:
+    """An opened input: `name` is used in messages, `stem` in output names."""
+
+    name: str
+    stem: str
+    sample_rate: int
+    channels: int
+    frames: int
+    source: str | io.BytesIO  # a path, or stdin's bytes
+
+    def open(self) -> sf.SoundFile:
+        if isinstance(self.source, io.BytesIO):
+            self.source.seek(0)
+        return sf.SoundFile(self.source)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _sf_reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[-1] if text else type(e).__name__
+    return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
+
+
+def open_input(path: str | Path, stdin: BinaryIO | None = None) -> InputAudio:
+    """Check that `path` is a readable, non-empty audio file and read its header ("-": read stdin fully)."""
+    if str(path) == STDIN:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = io.BytesIO(stream.read())
+        name, stem, source = "<stdin>", "stdin", data
+    else:
+        p = Path(path)
+        name, stem, source = str(p), p.stem, str(p)
+        if not p.exists():
+            raise MossepError(f"{p}: no such file")
+        if p.is_dir():
+            raise MossepError(f"{p}: is a directory, not an audio file")
+    try:
+        if isinstance(source, io.BytesIO) and not source.getbuffer().nbytes:
+            raise MossepError(f"{name}: no data on standard input")
+        with sf.SoundFile(source) as f:
+            info = (f.samplerate, f.channels, f.frames)
+    except MossepError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise MossepError(f"{name}: not a readable audio file ({_sf_reason(e)})") from None
+    except OSError as e:
+        raise MossepError(f"{name}: cannot read ({e.strerror or e})") from None
+    rate, channels, frames = info
+    if frames <= 0:
+        raise MossepError(f"{name}: contains no audio samples")
+    return InputAudio(name, stem, int(rate), int(channels), int(frames), source)
+
+
+def select_channel(block: np.ndarray, channel: int | None, name: str = "input") -> np.ndarray:
+    """[t, ch] -> [t]: the mean of the channels, or channel number `channel` (1 = first)."""
+    if block.ndim == 1:
+        block = block[:, None]
+    if channel is None:
+        return block.mean(axis=1, dtype=np.float64).astype(np.float32)
+    if not 1 <= channel <= block.shape[1]:
+        raise MossepError(f"{name}: has {block.shape[1]} channel(s); --channel {channel} does not exist")
+    return np.ascontiguousarray(block[:, channel - 1], dtype=np.float32)
+
+
+def check_finite(block: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(block)):
+        raise MossepError(f"{name}: contains NaN or infinite samples")
+
+
+def read_mono_blocks(inp: InputAudio, channel: int | None, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """The input as float32 mono blocks at its own rate, each checked for NaN/Inf."""
+    if channel is not None and not 1 <= channel <= inp.channels:
+        raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
+    try:
+        with inp.open() as f:
+            while True:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                check_finite(block, inp.name)
+                yield select_channel(block, channel, inp.name)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise MossepError(f"{inp.name}: cannot read audio ({_sf_reason(e)})") from None
+
+
+def resampled_length(n: int, from_rate: int, to_rate: int) -> int:
+    return int(round(n * to_rate / from_rate))
+
+
+class StreamResampler:
+    """soxr's streaming resampler that returns exactly `expected` samples in total (when given).
+
+    Works on [t] (mono) or [t, ch] blocks; passes blocks through when the rates are equal.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int = 1, expected: int | None = None):
+        self.same = from_rate == to_rate
+        self.stream = None if self.same else soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32",
+                                                                 quality="HQ")
+        self.channels = channels
+        self.ndim = 1 if channels == 1 else 2
+        self.expected = expected
+        self.count = 0
+
+    def _limit(self, y: np.ndarray) -> np.ndarray:
+        if self.expected is not None:
+            y = y[: max(self.expected - self.count, 0)]
+        self.count += len(y)
+        return y
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.ndim = x.ndim
+        return self._limit(x if self.same else self.stream.resample_chunk(x))
+
+    def flush(self) -> np.ndarray:
+        shape = (0,) if self.ndim == 1 else (0, self.channels)
+        y = np.zeros(shape, np.float32) if self.same else self.stream.resample_chunk(np.zeros(shape, np.float32), last=True)
+        y = self._limit(y)
+        if self.expected is not None and self.count < self.expected:
+            pad = self.expected - self.count
+            y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], np.float32)])
+            self.count += pad
+        return y
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int,
+                    expected: int | None = None) -> Iterator[np.ndarray]:
+    """Resample a stream of mono blocks; empty blocks are not yielded."""
+    rs = StreamResampler(from_rate, to_rate, 1, expected)
+    for b in blocks:
+        y = rs.process(b)
+        if len(y):
+            yield y
+    y = rs.flush()
+    if len(y):
+        yield y
+
+
+def check_output_format(fmt: str, subtype: str) -> str:
+    """Validate (format, subtype); returns libsndfile's format name."""
+    if fmt.lower() not in FORMATS:
+        raise MossepError(f"unknown output format {fmt!r} (choose {', '.join(FORMATS)})")
+    if subtype not in SUBTYPES:
+        raise MossepError(f"unknown subtype {subtype!r} (choose {', '.join(SUBTYPES)})")
+    major = FORMATS[fmt.lower()]
+    if not sf.check_format(major, subtype):
+        raise MossepError(f"format {fmt} cannot store {subtype} samples")
+    return major
+
+
+def peak_gain(peak: float, limit: float = PEAK_LIMIT) -> float:
+    """The gain (<= 1) that brings `peak` down to `limit`."""
+    return 1.0 if peak <= limit else limit / peak
+
+
+def check_writable_dir(out_dir: Path) -> None:
+    """Create `out_dir` if needed and prove it is writable by creating (and removing) a file there."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".mossep-probe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MossepError(f"{out_dir}: output directory is not writable ({e.strerror or e})") from None
+
+
+class SpeakerSink:
+    """Collects [C, t] blocks of the separated speakers in a raw float32 temporary file, tracking the peak.
+
+    `commit_files` / `commit_stream` write the final outputs (scaled together to avoid clipping).
+    Use as a context manager: the temporary file is always removed.
+    """
+
+    def __init__(self, num_spks: int, tmp_dir: Path | None, expected: int | None = None):
+        self.C = num_spks
+        self.expected = expected
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".mossep-", suffix=".part")
+        self.tmp = Path(name)
+        self.file = os.fdopen(fd, "w+b")
+        self.frames = 0
+        self.peak = 0.0
+
+    def __enter__(self) -> "SpeakerSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def write(self, block: np.ndarray) -> None:
+        """Append block [C, t]; anything past `expected` frames is dropped."""
+        frames = np.ascontiguousarray(np.asarray(block, dtype=np.float32).T)
+        if self.expected is not None:
+            frames = frames[: max(self.expected - self.frames, 0)]
+        if len(frames):
+            self.peak = max(self.peak, float(np.abs(frames).max()))
+            self.file.write(frames.tobytes())
+            self.frames += len(frames)
+
+    def pad_to_expected(self) -> None:
+        if self.expected is not None and self.frames < self.expected:
+            self.write(np.zeros((self.C, self.expected - self.frames), np.float32))
+
+    def blocks(self, gain: float, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """The stored frames [t, C], times `gain`."""
+        self.file.flush()
+        self.file.seek(0)
+        while True:
+            raw = self.file.read(block_frames * self.C * 4)
+            if not raw:
+                return
+            yield np.frombuffer(raw, dtype=np.float32).reshape(-1, self.C) * np.float32(gain)
+
+    def _gain(self, name: str, note: Callable[[str], None] | None) -> float:
+        gain = peak_gain(self.peak)
+        if gain < 1.0 and note is not None:
+            note(f"{name}: separated speakers peaked at {self.peak:.3f}; scaled all outputs by "
+                 f"{20 * np.log10(gain):.1f} dB to avoid clipping")
+        return gain
+
+    def commit_files(self, paths: list[Path], rate: int, fmt: str, subtype: str, overwrite: bool, name: str,
+                     note: Callable[[str], None] | None = None) -> None:
+        """Write speaker k to paths[k]; all are renamed into place only after all were written."""
+        self.pad_to_expected()
+        major = check_output_format(fmt, subtype)
+        gain = self._gain(name, note)
+        with contextlib.ExitStack() as stack:
+            try:
+                tmps = [stack.enter_context(atomic_path(p, overwrite=overwrite)) for p in paths]
+            except FileExistsError as e:
+                raise MossepError(f"{e}: already exists (use --overwrite)") from None
+            outs = [stack.enter_context(sf.SoundFile(str(t), "w", rate, 1, subtype, format=major)) for t in tmps]
+            for block in self.blocks(gain):
+                for k, out in enumerate(outs):
+                    out.write(block[:, k])
+            for out in outs:
+                out.close()
+
+    def commit_stream(self, stream: BinaryIO, rate: int, subtype: str, name: str,
+                      note: Callable[[str], None] | None = None) -> None:
+        """Write one WAV with channel k = speaker k to `stream` (may be a pipe)."""
+        self.pad_to_expected()
+        check_output_format("wav", subtype)
+        gain = self._gain(name, note)
+        fd, wav = tempfile.mkstemp(prefix=".mossep-", suffix=".wav.part")
+        os.close(fd)
+        try:
+            with sf.SoundFile(wav, "w", rate, self.C, subtype, format="WAV") as out:
+                for block in self.blocks(gain):
+                    out.write(block)
+            with open(wav, "rb") as f:
+                shutil.copyfileobj(f, stream)
+            stream.flush()
+        finally:
+            os.unlink(wav)
