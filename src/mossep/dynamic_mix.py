@@ -1,0 +1,119 @@
+"""Training mixtures made on the fly from folders of single-speaker recordings (SET/<speaker>/*.flac).
+
+Pure, seeded sampling: the mixture for (seed, step, rank, index) is always the same, so a resumed
+run sees exactly the data it would have seen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import MossepError
+
+AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    segment_samples: int
+    num_spks: int = 2
+    gain_db: float = 5.0  # relative gains uniform in [-gain_db, +gain_db]
+    speed_perturb: float = 0.0  # speed factors uniform in [1 - p, 1 + p]; 0 disables
+
+
+def load_speaker_folders(roots: list[Path], sample_rate: int) -> dict[str, list[np.ndarray]]:
+    """{speaker: [utterance, ...]} at `sample_rate`, from every ROOT/<speaker>/*.<audio>.
+
+    Speaker ids are prefixed with the root's name so equal folder names in two sets stay apart.
+    """
+    speakers: dict[str, list[np.ndarray]] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise MossepError(f"{root}: training folder not found")
+        for spk_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            utts = []
+            for f in sorted(spk_dir.rglob("*")):
+                if f.suffix.lower() not in AUDIO_EXTENSIONS:
+                    continue
+                try:
+                    x, sr = sf.read(f, dtype="float32", always_2d=True)
+                except Exception as e:
+                    raise MossepError(f"{f}: cannot read audio ({e})") from None
+                x = x.mean(axis=1)
+                if sr != sample_rate:
+                    x = soxr.resample(x, sr, sample_rate).astype(np.float32)
+                if len(x) and np.isfinite(x).all() and np.abs(x).max() > 0:
+                    utts.append(x)
+            if utts:
+                speakers[f"{root.name}/{spk_dir.name}"] = utts
+    if len(speakers) < 2:
+        raise MossepError(f"need at least 2 speakers with audio under {', '.join(map(str, roots))}, found {len(speakers)}")
+    return speakers
+
+
+def _crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(x) >= n:
+        start = int(rng.integers(0, len(x) - n + 1))
+        return x[start : start + n]
+    out = np.zeros(n, dtype=np.float32)
+    start = int(rng.integers(0, n - len(x) + 1))
+    out[start : start + len(x)] = x
+    return out
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-8)
+
+
+def make_mixture(speakers: dict[str, list[np.ndarray]], spec: MixSpec, rng: np.random.Generator,
+                 sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """One random mixture: (mix [T], sources [C, T]), distinct speakers, random crops and gains.
+
+    Each source is scaled to a random level around -25 dBFS RMS (+-gain_db/2 each, so relative gains span
+    +-gain_db); the mixture is the sum and is rescaled if it would clip.
+    """
+    names = list(speakers)
+    chosen = rng.choice(len(names), size=spec.num_spks, replace=False)
+    sources = []
+    for i in chosen:
+        utts = speakers[names[i]]
+        x = utts[int(rng.integers(len(utts)))]
+        if spec.speed_perturb > 0:
+            factor = float(rng.uniform(1 - spec.speed_perturb, 1 + spec.speed_perturb))
+            # play `factor` times faster: resample to sample_rate / factor, keep the nominal rate
+            need = int(spec.segment_samples * factor) + 64
+            x = _crop(x, min(len(x), need), rng)
+            x = soxr.resample(x, sample_rate, int(round(sample_rate / factor))).astype(np.float32)
+        x = _crop(x, spec.segment_samples, rng)
+        level_db = -25.0 + float(rng.uniform(-spec.gain_db / 2, spec.gain_db / 2))
+        sources.append(x / _rms(x) * 10 ** (level_db / 20))
+    src = np.stack(sources).astype(np.float32)
+    mix = src.sum(0)
+    peak = np.abs(mix).max()
+    if peak > 0.99:
+        src *= 0.99 / peak
+        mix = src.sum(0)
+    return mix, src
+
+
+def batch_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
+    """The generator for one training step of one process."""
+    return np.random.default_rng([seed, step, rank])
+
+
+def make_batch(speakers, spec: MixSpec, batch_size: int, seed: int, step: int, sample_rate: int, rank: int = 0):
+    rng = batch_rng(seed, step, rank)
+    pairs = [make_mixture(speakers, spec, rng, sample_rate) for _ in range(batch_size)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def fixed_validation_set(speakers, spec: MixSpec, count: int, sample_rate: int, seed: int = 20231) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A deterministic list of `count` mixtures (no speed perturbation) for validation."""
+    rng = np.random.default_rng(seed)
+    plain = MixSpec(spec.segment_samples, spec.num_spks, spec.gain_db, 0.0)
+    return [make_mixture(speakers, plain, rng, sample_rate) for _ in range(count)]

@@ -1,0 +1,327 @@
+"""Training and fine-tuning: PIT with negative SI-SNR, Adam with warm-up, decay on plateau, clipping.
+
+Runs on CPU or CUDA (bf16 autocast), single process or DistributedDataParallel under torchrun.
+Every step's data comes from a seeded generator (dynamic_mix.batch_rng), and every step seeds the
+dropout RNG from (seed, step, rank), so `resume` continues exactly where the run stopped.
+Outputs in OUT_DIR: last.pt (full training state), best.safetensors (best validation SI-SNRi,
+mossep format with metadata), log.csv, config.yaml (the effective configuration).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from . import dynamic_mix as dm
+from .checkpoints import load_checkpoint, save_native
+from .errors import MossepError
+from .fsutil import atomic_path
+from .metrics import best_permutation, pit_si_snr_loss, si_snr
+from .models import ModelConfig, build_model, preset
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/train"
+    arch: str = "mossformer"
+    size: str = "cpu-small"  # preset name (models.config.PRESETS)
+    model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ModelConfig fields
+    init: str | None = None  # fine-tune from this checkpoint (any format mossep loads)
+    sample_rate: int = 8000
+    train_dirs: list[str] = field(default_factory=list)  # SET/<speaker>/*.flac folders for dynamic mixing
+    valid_dirs: list[str] = field(default_factory=list)  # held-out speakers, mixed deterministically
+    segment_seconds: float = 4.0
+    gain_db: float = 5.0
+    speed_perturb: float = 0.05
+    batch_size: int = 4
+    steps: int = 10000
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    clip_grad: float = 5.0
+    plateau_patience: int = 3  # validations without improvement before halving the lr
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-5
+    valid_every: int = 500
+    valid_count: int = 64
+    valid_seconds: float = 4.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    bf16: bool = True  # autocast on CUDA
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
+    quiet: bool = False
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict[str, Any]:
+        """Options from a YAML or TOML file (as a dict, to be merged with CLI overrides)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise MossepError(f"{path}: cannot read config ({e.strerror})") from None
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            else:
+                data = yaml.safe_load(text) or {}
+        except Exception as e:
+            raise MossepError(f"{path}: invalid config ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise MossepError(f"{path}: config must be a mapping of option: value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MossepError(f"{path}: unknown options {unknown}")
+        return data
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    return preset(cfg.size, arch=cfg.arch, sample_rate=cfg.sample_rate, **cfg.model)
+
+
+def lr_at(step: int, base: float, warmup: int) -> float:
+    """Linear warm-up to `base`, then constant (plateau decay is applied on top)."""
+    return base * min(1.0, (step + 1) / max(1, warmup))
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MossepError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
+             batch_size: int = 8) -> dict[str, float]:
+    """Mean SI-SNR and SI-SNRi (best permutation) over fixed validation mixtures."""
+    model.eval()
+    scores, improvements = [], []
+    for i in range(0, len(items), batch_size):
+        mix = torch.from_numpy(np.stack([m for m, _ in items[i : i + batch_size]])).to(device)
+        ref = torch.from_numpy(np.stack([s for _, s in items[i : i + batch_size]])).to(device)
+        est = model(mix).float()
+        best, _ = best_permutation(est, ref)
+        base = si_snr(mix.unsqueeze(1).expand_as(ref), ref).mean(-1)
+        scores += best.tolist()
+        improvements += (best - base).tolist()
+    model.train()
+    return {"si_snr": float(np.mean(scores)), "si_snri": float(np.mean(improvements))}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None):
+        self.cfg = cfg
+        self.world, self.rank, local = _dist_info()
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        self.device = _device(cfg.device, local)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out_dir)
+        self.progress = progress
+        self.main = self.rank == 0
+        if self.main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise MossepError(f"{self.out}: cannot create output folder ({e.strerror})") from None
+
+        if cfg.init:
+            loaded = load_checkpoint(cfg.init)
+            self.model = loaded.model
+            self.init_note = f"fine-tuned from {cfg.init} ({loaded.source})"
+        else:
+            torch.manual_seed(cfg.seed)
+            self.model = build_model(model_config(cfg))
+            self.init_note = "trained from scratch"
+        self.mcfg: ModelConfig = self.model.config
+        self.model.to(self.device).train()
+        self.net = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        sr = self.mcfg.sample_rate
+        if not cfg.train_dirs:
+            raise MossepError("no training data: give --train-dir (folders of SET/<speaker>/*.flac)")
+        self.speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr)
+        self.spec = dm.MixSpec(int(cfg.segment_seconds * sr), self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb)
+        self.valid_items: list = []
+        if cfg.valid_dirs and self.main:
+            vspk = dm.load_speaker_folders([Path(p) for p in cfg.valid_dirs], sr)
+            vspec = dm.MixSpec(int(cfg.valid_seconds * sr), self.mcfg.num_spks, cfg.gain_db)
+            self.valid_items = dm.fixed_validation_set(vspk, vspec, cfg.valid_count, sr)
+
+        self.step = 0
+        self.lr_scale = 1.0  # plateau decay
+        self.best = -math.inf
+        self.bad_validations = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self._stop = False
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+            "lr_scale": self.lr_scale, "best": self.best, "bad_validations": self.bad_validations,
+            "train_seconds": self.train_seconds, "model_config": self.mcfg.to_dict(), "history": self.history,
+        }
+
+    def save_state(self) -> None:
+        if not self.main:
+            return
+        with atomic_path(self.out / "last.pt") as tmp:
+            torch.save(self.state(), tmp)
+
+    def resume(self, path: Path | None = None) -> None:
+        path = Path(path) if path else self.out / "last.pt"
+        if not path.is_file():
+            raise MossepError(f"{path}: no training state to resume from")
+        try:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MossepError(f"{path}: cannot read training state ({str(e).splitlines()[0]})") from None
+        if st.get("model_config") != self.mcfg.to_dict():
+            raise MossepError(f"{path}: saved model configuration differs from this run's")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.step, self.lr_scale, self.best = int(st["step"]), float(st["lr_scale"]), float(st["best"])
+        self.bad_validations, self.train_seconds = int(st["bad_validations"]), float(st["train_seconds"])
+        self.history = list(st.get("history", []))
+
+    def metadata(self, scores: dict[str, float]) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "sample_rate": self.mcfg.sample_rate, "num_spks": self.mcfg.num_spks,
+            "training": {
+                "how": self.init_note, "train_dirs": cfg.train_dirs, "valid_dirs": cfg.valid_dirs,
+                "steps": self.step, "batch_size": cfg.batch_size * self.world, "segment_seconds": cfg.segment_seconds,
+                "train_hours": round(self.train_seconds / 3600, 3), "device": self.device.type,
+                "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb},
+            },
+            "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
+                           "mixtures": len(self.valid_items), "seconds": cfg.valid_seconds},
+        }
+
+    # ---- loop --------------------------------------------------------------------------------
+    def _log(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "hours", "loss", "lr", "valid_si_snri", "valid_si_snr"])
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in w.fieldnames})
+
+    def _validate_and_keep_best(self) -> dict[str, float] | None:
+        if not (self.main and self.valid_items):
+            return None
+        scores = validate(self.model, self.valid_items, self.device)
+        self.history.append({"step": self.step, "hours": self.train_seconds / 3600, **scores})
+        if scores["si_snri"] > self.best:
+            self.best = scores["si_snri"]
+            self.bad_validations = 0
+            save_native(self.model, self.out / "best.safetensors", self.metadata(scores))
+        else:
+            self.bad_validations += 1
+            if self.bad_validations >= self.cfg.plateau_patience:
+                self.lr_scale *= self.cfg.plateau_factor
+                self.bad_validations = 0
+        return scores
+
+    def _sync_lr_scale(self) -> None:
+        if self.world > 1:
+            t = torch.tensor([self.lr_scale], dtype=torch.float64)
+            dist.broadcast(t, 0)
+            self.lr_scale = float(t)
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        mix, src = dm.make_batch(self.speakers, self.spec, cfg.batch_size, cfg.seed, self.step,
+                                 self.mcfg.sample_rate, self.rank)
+        torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
+        mix_t, src_t = torch.from_numpy(mix).to(self.device), torch.from_numpy(src).to(self.device)
+        lr = max(cfg.min_lr, lr_at(self.step, cfg.lr, cfg.warmup_steps) * self.lr_scale)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        use_bf16 = cfg.bf16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            est = self.net(mix_t)
+        loss = pit_si_snr_loss(est.float(), src_t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.main:
+            with atomic_path(self.out / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump({**asdict(cfg), "model_config": self.mcfg.to_dict()}, sort_keys=False))
+        old = signal.signal(signal.SIGINT, self._request_stop)
+        old_term = signal.signal(signal.SIGTERM, self._request_stop)
+        start = time.monotonic()
+        losses: list[float] = []
+        try:
+            while self.step < cfg.steps and not self._stop:
+                t0 = time.monotonic()
+                loss = self.train_step()
+                self.train_seconds += time.monotonic() - t0
+                losses.append(loss)
+                row: dict[str, Any] = {"step": self.step, "loss": loss, "lr": self.opt.param_groups[0]["lr"],
+                                       "hours": round(self.train_seconds / 3600, 4)}
+                if self.step % cfg.valid_every == 0 or self.step == cfg.steps:
+                    scores = self._validate_and_keep_best()
+                    self._sync_lr_scale()
+                    if scores:
+                        row.update(valid_si_snri=round(scores["si_snri"], 3), valid_si_snr=round(scores["si_snr"], 3))
+                if self.step % 10 == 0 or "valid_si_snri" in row:
+                    row["loss"] = float(np.mean(losses[-10:]))
+                    self._log(row)
+                if self.progress:
+                    self.progress(row)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_state()
+                if cfg.max_minutes and time.monotonic() - start > cfg.max_minutes * 60:
+                    break
+        finally:
+            signal.signal(signal.SIGINT, old)
+            signal.signal(signal.SIGTERM, old_term)
+            self.save_state()
+        return {"step": self.step, "best_si_snri": self.best, "interrupted": self._stop,
+                "last_loss": float(np.mean(losses[-10:])) if losses else None}
