@@ -1,5 +1,6 @@
 """mossep: speech separation with MossFormer."""
 from .errors import MossepError
+from .separator import Separator
 
 __version__ = "0.1.0"
-__all__ = ["MossepError", "__version__"]
+__all__ = ["MossepError", "Separator", "__version__"]

@@ -1,0 +1,288 @@
+"""The Python API: separate a mixture (array or file) into one signal per speaker.
+
+    from mossep import Separator
+    sep = Separator()                          # the default model, CPU or CUDA
+    est = sep.separate(mix, 16000)             # [C, T] float32 at 16 kHz
+    paths = sep.separate_file("talk.flac", "out/")
+
+Long inputs are separated in overlapping chunks (see mossep.chunking) and streamed from and to disk, so
+memory does not depend on the recording length.
+"""
+from __future__ import annotations
+
+import logging
+import string
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .audio import (InputAudio, SpeakerSink, StreamResampler, check_finite, check_output_format,
+                    check_writable_dir, open_input, read_mono_blocks, resample_blocks, resampled_length)
+from .checkpoints import LoadedModel, load_checkpoint
+from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
+from .errors import MossepError
+
+Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
+Note = Callable[[str], None]
+DEFAULT_FILENAME = "{stem}_spk{k}.wav"
+CUDA_BATCH = 4  # chunks per forward pass on CUDA
+
+log = logging.getLogger("mossep")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda if available else cpu; checks that a requested CUDA device exists."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise MossepError(f"unknown device {name!r} (use cpu, cuda or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MossepError("device cuda requested but CUDA is not available (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise MossepError(f"unsupported device {name!r} (use cpu, cuda or auto)")
+    return dev
+
+
+def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav") -> list[str]:
+    """File names for speakers 1..C from a template with {stem} and {k} (1-based speaker number)."""
+    if template == DEFAULT_FILENAME and fmt.lower() != "wav":
+        template = f"{{stem}}_spk{{k}}.{fmt.lower()}"
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    unknown = fields - {"stem", "k"}
+    if unknown or "k" not in fields:
+        raise MossepError(f"--filename {template!r}: use {{stem}} and {{k}} (the speaker number), "
+                          f"e.g. {DEFAULT_FILENAME}")
+    try:
+        names = [template.format(stem=stem, k=k) for k in range(1, num_spks + 1)]
+    except (ValueError, IndexError) as e:
+        raise MossepError(f"--filename {template!r}: {e}") from None
+    if any(not n or n.endswith(("/", "\\")) for n in names):
+        raise MossepError(f"--filename {template!r}: gives an empty file name")
+    return names
+
+
+class Separator:
+    """A loaded separation model plus the settings to run it on recordings of any length.
+
+    model: a checkpoint path, a LoadedModel, or None for the default model. device: "auto", "cpu", "cuda".
+    chunk_seconds: chunk length (0 = whole input at once); overlap_seconds: overlap between chunks.
+    threads: torch CPU threads. fast: use mossep.fast.make_fast. model_rate: sample rate of checkpoints that
+    do not store it.
+    """
+
+    def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
+                 chunk_seconds: float | None = None, overlap_seconds: float | None = None,
+                 threads: int | None = None, fast: bool = False, model_rate: int | None = None,
+                 batch_size: int | None = None):
+        if threads is not None:
+            if threads < 1:
+                raise MossepError(f"--threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, sample_rate=model_rate)
+        self.config = self.loaded.config
+        net = self.loaded.model.to(self.device).eval()
+        if fast:
+            if self.device.type != "cpu":
+                raise MossepError("--fast runs on the CPU only (int8); use --device cpu, or drop --fast on CUDA")
+            try:
+                from .fast import make_fast
+            except ImportError:
+                raise MossepError("fast mode is not available") from None
+            net = make_fast(net)
+        self.model = net
+        self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
+        self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
+        sr = self.sample_rate
+        if not np.isfinite(self.chunk_seconds) or self.chunk_seconds < 0:
+            raise MossepError(f"--chunk-seconds must be >= 0 (0 = whole file), got {self.chunk_seconds}")
+        if not np.isfinite(self.overlap_seconds) or self.overlap_seconds < 0:
+            raise MossepError(f"--overlap-seconds must be >= 0, got {self.overlap_seconds}")
+        self.chunk = int(round(self.chunk_seconds * sr))
+        self.overlap = int(round(self.overlap_seconds * sr)) if self.chunk else 0
+        if self.chunk and self.chunk < self.config.min_samples:
+            raise MossepError(f"--chunk-seconds {self.chunk_seconds} is shorter than the model minimum "
+                              f"({self.config.min_samples} samples at {sr} Hz)")
+        if self.chunk and self.overlap >= self.chunk:
+            raise MossepError(f"--overlap-seconds ({self.overlap_seconds}) must be shorter than --chunk-seconds "
+                              f"({self.chunk_seconds})")
+        self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
+        self.amp_dtype = None
+        if self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.sample_rate)
+
+    @property
+    def num_speakers(self) -> int:
+        return int(self.config.num_spks)
+
+    # -- the engine ---------------------------------------------------------------------------------------
+    def _forward(self, audios: np.ndarray) -> np.ndarray:
+        """[B, L] float32 -> [B, C, L] float64."""
+        x = torch.from_numpy(np.ascontiguousarray(audios, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            if self.amp_dtype is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+                    y = self.model(x)
+            else:
+                y = self.model(x)
+        return y.float().cpu().numpy().astype(np.float64)
+
+    def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
+                        progress: Progress | None = None, name: str = "input") -> Iterator[np.ndarray]:
+        """Separate a stream of mono blocks at the model rate; yields finished [C, t] float32 blocks.
+
+        Holds about one chunk (times the batch size) of audio at a time. expected: total samples (for progress).
+        """
+        sr, chunk, overlap = self.sample_rate, self.chunk, self.overlap
+        hop = chunk - overlap
+        ola = OverlapAdd(self.num_speakers, overlap)
+        total_s = expected / sr if expected else None
+        buf, buf_start, n_seen, k = np.zeros(0, np.float32), 0, 0, 0
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def run(batch: list[tuple[int, np.ndarray]], n_final: int | None = None) -> None:
+            est = self._forward(np.stack([a for _, a in batch]))
+            for (s, a), e in zip(batch, est):
+                ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
+            if progress is not None:
+                progress(ola.end / sr, total_s)
+
+        for block in blocks:
+            buf = np.concatenate([buf, np.asarray(block, np.float32)])
+            n_seen += len(block)
+            while chunk and is_regular(k * hop, chunk, n_seen):
+                s = k * hop
+                pending.append((s, buf[s - buf_start: s - buf_start + chunk].copy()))
+                k += 1
+                if len(pending) >= self.batch_size:
+                    run(pending)
+                    pending = []
+                    # every later chunk starts at or after `safe` (the next regular start, or the final chunk's)
+                    safe = min(s + hop, max(s + 1, n_seen - chunk))
+                    out = ola.pop(safe)
+                    if out.shape[1]:
+                        yield out
+                    buf, buf_start = buf[safe - buf_start:], safe
+        n = n_seen
+        if n < self.config.min_samples:
+            raise MossepError(f"{name}: too short ({n} samples at {sr} Hz; the model needs at least "
+                              f"{self.config.min_samples})")
+        rest = [(s, buf[s - buf_start: e - buf_start]) for s, e in plan_chunks(n, chunk, overlap)[k:]]
+        batch = pending + rest
+        for i in range(0, len(batch), self.batch_size):
+            run(batch[i: i + self.batch_size], n_final=n)
+        out = ola.pop(n)
+        if out.shape[1]:
+            yield out
+
+    # -- arrays -------------------------------------------------------------------------------------------
+    def separate(self, mix: np.ndarray, sample_rate: int, progress: Progress | None = None) -> np.ndarray:
+        """mix [T] (mono) or [T, ch] (downmixed) at `sample_rate` -> float32 [C, T] at `sample_rate`.
+
+        Each chunk's estimates are scaled so that their sum best matches the mixture; no peak limiting.
+        """
+        mix = np.asarray(mix)
+        if mix.ndim == 2:
+            mix = mix.mean(axis=1)
+        if mix.ndim != 1:
+            raise MossepError(f"mixture must be [T] or [T, channels], got shape {mix.shape}")
+        if mix.size == 0:
+            raise MossepError("mixture contains no samples")
+        if int(sample_rate) <= 0:
+            raise MossepError(f"sample rate must be positive, got {sample_rate}")
+        mix = mix.astype(np.float32)
+        check_finite(mix, "mixture")
+        sr_in, sr = int(sample_rate), self.sample_rate
+        n_model = resampled_length(len(mix), sr_in, sr)
+        blocks = resample_blocks([mix], sr_in, sr, expected=n_model)
+        back = StreamResampler(sr, sr_in, self.num_speakers, expected=len(mix))
+        parts = [back.process(est.T) for est in self.separate_stream(blocks, n_model, progress, "mixture")]
+        parts.append(back.flush())
+        return np.ascontiguousarray(np.concatenate(parts).T, dtype=np.float32)
+
+    # -- files --------------------------------------------------------------------------------------------
+    def _check_input(self, inp: InputAudio) -> int:
+        n_model = resampled_length(inp.frames, inp.sample_rate, self.sample_rate)
+        if n_model < self.config.min_samples:
+            raise MossepError(f"{inp.name}: too short ({inp.frames} samples at {inp.sample_rate} Hz; the model "
+                              f"needs at least {self.config.min_samples} samples at {self.sample_rate} Hz)")
+        return n_model
+
+    def _pump(self, inp: InputAudio, sink: SpeakerSink, channel: int | None, out_rate: int,
+              progress: Progress | None) -> None:
+        sr = self.sample_rate
+        n_model = self._check_input(inp)
+        blocks = resample_blocks(read_mono_blocks(inp, channel), inp.sample_rate, sr, expected=n_model)
+        back = StreamResampler(sr, out_rate, self.num_speakers, expected=sink.expected)
+        for est in self.separate_stream(blocks, n_model, progress, inp.name):
+            sink.write(back.process(est.T).T)
+        sink.write(back.flush().T)
+
+    def output_paths(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
+                     fmt: str = "wav") -> list[Path]:
+        stem = "stdin" if str(input_path) == "-" else Path(input_path).stem
+        return [Path(out_dir) / n for n in output_names(filename, stem, self.num_speakers, fmt)]
+
+    def separate_file(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
+                      fmt: str = "wav", subtype: str = "PCM_16", overwrite: bool = False, channel: int | None = None,
+                      output_rate: int | None = None, progress: Progress | None = None,
+                      note: Note | None = None, stdin: BinaryIO | None = None) -> list[Path]:
+        """Separate one file ("-" = stdin) into one file per speaker in `out_dir`; returns their paths.
+
+        channel: 1-based channel to use instead of the downmix. output_rate: default the input's rate.
+        note: receives messages such as peak scaling (default: logged as warnings).
+        Outputs appear all together at the end, or not at all.
+        """
+        check_output_format(fmt, subtype)
+        paths = self.output_paths(input_path, out_dir, filename, fmt)
+        if len(set(paths)) != len(paths):
+            raise MossepError(f"--filename {filename!r}: gives the same name to several speakers")
+        inp = open_input(input_path, stdin)
+        self._check_input(inp)
+        if channel is not None and not 1 <= channel <= inp.channels:
+            raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
+        if not overwrite:
+            existing = [p for p in paths if p.exists()]
+            if existing:
+                raise MossepError(f"{existing[0]}: already exists (use --overwrite)")
+        if str(input_path) != "-":
+            src = Path(input_path).resolve()
+            if any(p.resolve() == src for p in paths):
+                raise MossepError(f"{input_path}: an output would overwrite the input")
+        for parent in sorted({p.parent for p in paths}):
+            check_writable_dir(parent)
+        out_rate = int(output_rate or inp.sample_rate)
+        if out_rate <= 0:
+            raise MossepError(f"output sample rate must be positive, got {out_rate}")
+        expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
+        with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
+            self._pump(inp, sink, channel, out_rate, progress)
+            sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
+        return paths
+
+    def separate_to_stream(self, input_path: str | Path, stream: BinaryIO, subtype: str = "PCM_16",
+                           channel: int | None = None, output_rate: int | None = None,
+                           progress: Progress | None = None, note: Note | None = None,
+                           stdin: BinaryIO | None = None) -> None:
+        """Separate one file ("-" = stdin) into a single WAV on `stream` whose channel k is speaker k."""
+        check_output_format("wav", subtype)
+        inp = open_input(input_path, stdin)
+        self._check_input(inp)
+        if channel is not None and not 1 <= channel <= inp.channels:
+            raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
+        out_rate = int(output_rate or inp.sample_rate)
+        if out_rate <= 0:
+            raise MossepError(f"output sample rate must be positive, got {out_rate}")
+        expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
+        with SpeakerSink(self.num_speakers, None, expected) as sink:
+            self._pump(inp, sink, channel, out_rate, progress)
+            sink.commit_stream(stream, out_rate, subtype, inp.name, note or log.warning)
