@@ -111,6 +111,9 @@ def extract_state(obj: object, where: str) -> tuple[dict[str, torch.Tensor], lis
             if name.startswith(official):
                 name = ours + name[len(official):]
                 break
+        else:
+            raise MossepError(f"{where}: unexpected key {key!r} (MossFormer2 keys start with "
+                              f"{', '.join(o for o, _ in PREFIX_MAP)} optionally after 'module.')")
         if name in out:
             raise MossepError(f"{where}: key {key!r} appears both with and without the 'module.' prefix")
         out[name] = value
@@ -133,28 +136,30 @@ def official_state_dict(model: Separator) -> dict[str, torch.Tensor]:
 def infer_config(state: Mapping[str, torch.Tensor], sample_rate: int, where: str) -> ModelConfig:
     """Depth and widths from tensor shapes (group size 256 and the FSMN depth 2 are fixed in the code)."""
 
-    def shape(key: str) -> tuple[int, ...]:
+    def shape(key: str, ndim: int) -> tuple[int, ...]:
         if key not in state:
-            raise MossepError(f"{where}: not a MossFormer2 checkpoint (no tensor {key!r})")
+            raise MossepError(f"{where}: not a MossFormer2 checkpoint (no tensor {official_name(key)!r})")
+        if state[key].ndim != ndim:
+            raise MossepError(f"{where}: {official_name(key)} has shape {tuple(state[key].shape)}; expected {ndim} dimensions")
         return tuple(state[key].shape)
 
-    n_enc, _, kernel = shape("encoder.conv1d.weight")
-    d_model = shape("mask_net.conv1d_encoder.weight")[0]
-    out_ch = shape("mask_net.conv1d_out.weight")[0]
+    n_enc, _, kernel = shape("encoder.conv1d.weight", 3)
+    d_model = shape("mask_net.conv1d_encoder.weight", 3)[0]
+    out_ch = shape("mask_net.conv1d_out.weight", 3)[0]
     indices = {int(m.group(2)) for k in state if (m := re.match(re.escape(STACK) + r"(layers|fsmn)\.(\d+)\.", k))}
     if not indices:
         raise MossepError(f"{where}: not a MossFormer2 checkpoint (no {STACK}layers.* tensors)")
     l0, f0 = STACK + "layers.0.", STACK + "fsmn.0."
-    hidden = shape(l0 + "to_hidden.mdl.1.weight")[0]
+    hidden = shape(l0 + "to_hidden.mdl.1.weight", 2)[0]
     try:
         return ModelConfig(
             arch="mossformer2", sample_rate=sample_rate, num_spks=out_ch // d_model, kernel_size=kernel,
             stride=kernel // 2, encoder_dim=n_enc, d_model=d_model, num_blocks=max(indices) + 1,
-            query_key_dim=shape(l0 + "to_qk.mdl.1.weight")[0], expansion_factor=hidden / d_model,
-            conv_kernel_size=shape(l0 + "to_hidden.mdl.3.sequential.1.conv.weight")[-1],
-            rotary_dim=2 * shape(l0 + "rotary_pos_emb.freqs")[0], decoder_bias="decoder.bias" in state,
-            fsmn_dim=shape(f0 + "conv1.0.weight")[0],
-            fsmn_lorder=(shape(f0 + "gated_fsmn.fsmn.conv.conv1.weight")[2] + 1) // 2,
+            query_key_dim=shape(l0 + "to_qk.mdl.1.weight", 2)[0], expansion_factor=hidden / d_model,
+            conv_kernel_size=shape(l0 + "to_hidden.mdl.3.sequential.1.conv.weight", 3)[-1],
+            rotary_dim=2 * shape(l0 + "rotary_pos_emb.freqs", 1)[0], decoder_bias="decoder.bias" in state,
+            fsmn_dim=shape(f0 + "conv1.0.weight", 3)[0],
+            fsmn_lorder=(shape(f0 + "gated_fsmn.fsmn.conv.conv1.weight", 4)[2] + 1) // 2,
         )
     except ValueError as e:
         raise MossepError(f"{where}: inconsistent tensor shapes ({e})") from None
