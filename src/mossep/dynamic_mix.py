@@ -106,12 +106,6 @@ def batch_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, rank])
 
 
-def make_batch(speakers, spec: MixSpec, batch_size: int, seed: int, step: int, sample_rate: int, rank: int = 0):
-    rng = batch_rng(seed, step, rank)
-    pairs = [make_mixture(speakers, spec, rng, sample_rate) for _ in range(batch_size)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
 def fixed_validation_set(speakers, spec: MixSpec, count: int, sample_rate: int, seed: int = 20231) -> list[tuple[np.ndarray, np.ndarray]]:
     """A deterministic list of `count` mixtures (no speed perturbation) for validation."""
     rng = np.random.default_rng(seed)

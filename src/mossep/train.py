@@ -23,6 +23,7 @@ import torch.distributed as dist
 import yaml
 
 from . import dynamic_mix as dm
+from . import train_data as td
 from .checkpoints import load_checkpoint, save_native
 from .errors import MossepError
 from .fsutil import atomic_path
@@ -39,6 +40,7 @@ class TrainConfig:
     init: str | None = None  # fine-tune from this checkpoint (any format mossep loads)
     sample_rate: int = 8000
     train_dirs: list[str] = field(default_factory=list)  # SET/<speaker>/*.flac folders for dynamic mixing
+    train_sets: list[str] = field(default_factory=list)  # fixed mixture sets (LibriMix, itemN_mix, CSV manifest)
     valid_dirs: list[str] = field(default_factory=list)  # held-out speakers, mixed deterministically
     segment_seconds: float = 4.0
     gain_db: float = 5.0
@@ -168,10 +170,16 @@ class Trainer:
         self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         sr = self.mcfg.sample_rate
-        if not cfg.train_dirs:
-            raise MossepError("no training data: give --train-dir (folders of SET/<speaker>/*.flac)")
-        self.speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr)
-        self.spec = dm.MixSpec(int(cfg.segment_seconds * sr), self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb)
+        if not (cfg.train_dirs or cfg.train_sets):
+            raise MossepError("no training data: give --train-dir (SET/<speaker>/*.flac) or --train-set (mixture set)")
+        segment = int(cfg.segment_seconds * sr)
+        self.data: list = []
+        if cfg.train_dirs:
+            speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr)
+            spec = dm.MixSpec(segment, self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb)
+            self.data.append(td.DynamicMixing(speakers, spec, sr))
+        if cfg.train_sets:
+            self.data.append(td.FixedMixtures.load([Path(p) for p in cfg.train_sets], sr, self.mcfg.num_spks, segment))
         self.valid_items: list = []
         if cfg.valid_dirs and self.main:
             vspk = dm.load_speaker_folders([Path(p) for p in cfg.valid_dirs], sr)
@@ -221,7 +229,7 @@ class Trainer:
         return {
             "sample_rate": self.mcfg.sample_rate, "num_spks": self.mcfg.num_spks,
             "training": {
-                "how": self.init_note, "train_dirs": cfg.train_dirs, "valid_dirs": cfg.valid_dirs,
+                "how": self.init_note, "train_dirs": cfg.train_dirs, "train_sets": cfg.train_sets, "valid_dirs": cfg.valid_dirs,
                 "steps": self.step, "batch_size": cfg.batch_size * self.world, "segment_seconds": cfg.segment_seconds,
                 "train_hours": round(self.train_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb},
@@ -266,8 +274,7 @@ class Trainer:
 
     def train_step(self) -> float:
         cfg = self.cfg
-        mix, src = dm.make_batch(self.speakers, self.spec, cfg.batch_size, cfg.seed, self.step,
-                                 self.mcfg.sample_rate, self.rank)
+        mix, src = td.make_batch(self.data, cfg.batch_size, cfg.seed, self.step, self.rank)
         torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
         mix_t, src_t = torch.from_numpy(mix).to(self.device), torch.from_numpy(src).to(self.device)
         lr = max(cfg.min_lr, lr_at(self.step, cfg.lr, cfg.warmup_steps) * self.lr_scale)

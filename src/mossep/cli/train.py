@@ -39,6 +39,7 @@ def train(
     size: Optional[str] = typer.Option(None, help="Model size preset: tiny, cpu-small, cpu-base, paper-s, paper-m, paper-l."),
     init: Optional[str] = typer.Option(None, help="Fine-tune from this checkpoint (mossep file, ModelScope dir, ClearerVoice file)."),
     train_dir: Optional[List[str]] = typer.Option(None, "--train-dir", help="SET/<speaker>/*.flac folder for dynamic mixing (repeatable)."),
+    train_set: Optional[List[str]] = typer.Option(None, "--train-set", help="Fixed mixture set: LibriMix folder, itemN_mix folder or mix,s1,s2 CSV (repeatable)."),
     valid_dir: Optional[List[str]] = typer.Option(None, "--valid-dir", help="Held-out speakers' folder, mixed deterministically (repeatable)."),
     segment_seconds: Optional[float] = typer.Option(None, help="Training crop length [4]."),
     batch_size: Optional[int] = typer.Option(None, help="Mixtures per step and process [4]."),
@@ -57,7 +58,7 @@ def train(
     from ..train import TrainConfig, Trainer
 
     opts = TrainConfig.from_file(config) if config else {}
-    given = dict(out_dir=out_dir, arch=arch, size=size, init=init, train_dirs=train_dir or None, valid_dirs=valid_dir or None,
+    given = dict(out_dir=out_dir, arch=arch, size=size, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
                  segment_seconds=segment_seconds, batch_size=batch_size, steps=steps, lr=lr, valid_every=valid_every,
                  checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, max_minutes=max_minutes,
                  quiet=quiet or None)

@@ -1,0 +1,155 @@
+"""Training: loss goes down, resume is exact, the result separates, DDP with 2 gloo processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mossep import train_data as td
+from mossep import dynamic_mix as dm
+from mossep.checkpoints import load_checkpoint
+from mossep.errors import MossepError
+from mossep.train import TrainConfig, Trainer
+
+SR = 8000
+
+
+def _voice(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A harmonic 'voice' with syllable-rate amplitude modulation and a little vibrato."""
+    t = np.arange(int(seconds * SR)) / SR
+    f = f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(f) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)) ** 2
+    return (0.1 * x * env).astype(np.float32)
+
+
+def make_speaker_set(root: Path, f0s: list[float], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for i, f0 in enumerate(f0s):
+        d = root / f"spk{i}"
+        d.mkdir(parents=True)
+        for u in range(2):
+            sf.write(d / f"utt{u}.flac", _voice(f0 * (1 + 0.02 * u), 1.5, rng), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def speaker_sets(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("corpus")
+    train = make_speaker_set(base / "train", [90, 120, 160, 210, 260, 300], seed=1)
+    valid = make_speaker_set(base / "valid", [100, 230, 280], seed=2)
+    return train, valid
+
+
+def _cfg(tmp_path: Path, sets: tuple[Path, Path], **kw) -> TrainConfig:
+    base = dict(out_dir=str(tmp_path / "run"), size="tiny", train_dirs=[str(sets[0])], valid_dirs=[str(sets[1])],
+                segment_seconds=0.5, batch_size=4, steps=40, lr=3e-3, warmup_steps=5, valid_every=20, valid_count=6,
+                valid_seconds=0.5, checkpoint_every=10, speed_perturb=0.05, quiet=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(speaker_sets):
+    spk = dm.load_speaker_folders([speaker_sets[0]], SR)
+    src = [td.DynamicMixing(spk, dm.MixSpec(2000, 2, 5.0, 0.05), SR)]
+    a = td.make_batch(src, 3, seed=7, step=11)
+    b = td.make_batch(src, 3, seed=7, step=11)
+    c = td.make_batch(src, 3, seed=7, step=12)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    mix, refs = a
+    assert mix.shape == (3, 2000) and refs.shape == (3, 2, 2000)
+    np.testing.assert_allclose(refs.sum(1), mix, atol=1e-6)  # the mixture is the sum of its references
+    # two different speakers in every mixture: their references are never identical
+    assert all(not np.allclose(r[0], r[1]) for r in refs)
+
+
+def test_loss_goes_down_and_best_checkpoint_separates(tmp_path, speaker_sets):
+    trainer = Trainer(_cfg(tmp_path, speaker_sets))
+    losses = []
+    trainer.progress = lambda row: losses.append(row["loss"])
+    result = trainer.fit()
+    assert result["step"] == 40
+    assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 3.0  # dB of SI-SNR gained
+    best = tmp_path / "run" / "best.safetensors"
+    loaded = load_checkpoint(best)
+    meta = loaded.metadata
+    assert meta["training"]["steps"] in (20, 40) and "validation" in meta
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and len(log) >= 4
+
+    # the result works in `mossep separate`
+    mix = np.stack(td.make_batch(trainer.data, 1, seed=99, step=0)[0])[0]
+    sf.write(tmp_path / "mix.wav", mix, SR)
+    proc = subprocess.run([sys.executable, "-m", "mossep", "separate", str(tmp_path / "mix.wav"), "-o",
+                           str(tmp_path / "out"), "--model", str(best), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    outs = sorted((tmp_path / "out").glob("mix_spk*.wav"))
+    assert [p.name for p in outs] == ["mix_spk1.wav", "mix_spk2.wav"]
+    assert all(sf.info(p).frames == len(mix) for p in outs)
+
+
+def test_resume_gives_the_same_next_step(tmp_path, speaker_sets):
+    full = Trainer(_cfg(tmp_path / "a", speaker_sets, steps=6, valid_every=100, speed_perturb=0.0))
+    full.fit()
+    first = Trainer(_cfg(tmp_path / "b", speaker_sets, steps=4, valid_every=100, speed_perturb=0.0))
+    first.fit()
+    resumed = Trainer(_cfg(tmp_path / "b", speaker_sets, steps=6, valid_every=100, speed_perturb=0.0))
+    resumed.resume()
+    assert resumed.step == 4
+    resumed.fit()
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_config_file_and_cli_overrides(tmp_path, speaker_sets):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"size: tiny\nsteps: 3\nsegment_seconds: 0.5\nbatch_size: 2\nvalid_every: 3\nvalid_count: 2\n"
+                   f"valid_seconds: 0.5\ntrain_dirs: [{speaker_sets[0]}]\nvalid_dirs: [{speaker_sets[1]}]\n")
+    proc = subprocess.run([sys.executable, "-m", "mossep", "train", "-c", str(cfg), "--steps", "2",
+                           "-o", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "steps: 2" in saved and "size: tiny" in saved
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+
+
+def test_bad_training_options_are_one_line_errors(tmp_path, speaker_sets):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("stepz: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "mossep", "train", "-c", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "unknown options" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(MossepError, match="no training data"):
+        Trainer(TrainConfig(out_dir=str(tmp_path / "r"), size="tiny"))
+    with pytest.raises(MossepError, match="not found"):
+        Trainer(TrainConfig(out_dir=str(tmp_path / "r"), size="tiny", train_dirs=[str(tmp_path / "nope")]))
+
+
+def test_fixed_mixture_set_training(tmp_path, speaker_sets):
+    fixtures = Path(__file__).parent / "fixtures" / "libri2mix"
+    trainer = Trainer(_cfg(tmp_path, speaker_sets, train_dirs=[], train_sets=[str(fixtures)], steps=2, valid_every=100))
+    trainer.fit()
+    mix, refs = td.make_batch(trainer.data, 2, seed=0, step=5)
+    assert mix.shape == (2, 4000) and refs.shape == (2, 2, 4000)
+
+
+def test_ddp_two_gloo_processes(tmp_path, speaker_sets):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "mossep", "train", "--size", "tiny", "--train-dir", str(speaker_sets[0]), "--valid-dir",
+           str(speaker_sets[1]), "--segment-seconds", "0.5", "--batch-size", "2", "--steps", "3", "--valid-every", "3",
+           "--device", "cpu", "-o", str(tmp_path / "ddp"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = load_checkpoint(tmp_path / "ddp" / "best.safetensors")
+    assert loaded.metadata["training"]["batch_size"] == 4  # 2 processes x 2
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["step"] == 3
