@@ -1,2 +1,210 @@
-"""Commands registered on the mossep CLI (filled in by its owner)."""
-from .app import app  # noqa: F401
+"""`mossep separate` and `mossep batch`: thin layers over mossep.separator.Separator."""
+from __future__ import annotations
+
+import contextlib
+import enum
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..audio import STDIN, open_input
+from ..errors import MossepError
+from ..separator import DEFAULT_FILENAME, Separator
+from .app import app
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
+                    ".w64", ".rf64")
+
+# Options shared by both commands
+_MODEL = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer "
+                      "directory or a ClearerVoice checkpoint. Default: the bundled model.")
+_MODEL_RATE = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does not store it.")
+_DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for torch.")
+_FAST = typer.Option(False, "--fast", help="Use the faster inference path (mossep.fast).")
+_CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long inputs; 0 = whole file at once. "
+                      "[default: 8]")
+_OVERLAP = typer.Option(None, "--overlap-seconds", help="Overlap between chunks. [default: 1]")
+_FILENAME = typer.Option(DEFAULT_FILENAME, "--filename", help="Output name template: {stem} = input name without "
+                         "extension, {k} = speaker number (1, 2, ...).")
+
+
+class Format(str, enum.Enum):
+    wav = "wav"
+    flac = "flac"
+
+
+class Subtype(str, enum.Enum):
+    PCM_16 = "PCM_16"
+    PCM_24 = "PCM_24"
+    FLOAT = "FLOAT"
+
+
+_FORMAT = typer.Option(Format.wav, "--format", case_sensitive=False, help="Output file format.")
+_SUBTYPE = typer.Option(Subtype.PCM_16, "--subtype", case_sensitive=False,
+                        help="Sample format (flac: PCM_16 or PCM_24).")
+_RATE = typer.Option(None, "--sample-rate", help="Output sample rate. [default: the input's]")
+_CHANNEL = typer.Option(None, "--channel", help="Use this channel (1 = first) instead of the downmix.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (errors only).")
+
+
+class Reporter:
+    """Progress bars and notes on stderr (nothing at all with quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=self.console, transient=True, disable=quiet)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"mossep: {message}", markup=False, highlight=False)
+
+    def error(self, message: str) -> None:
+        self.console.print(f"mossep: error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def file_task(self, name: str) -> Iterator:
+        task = self.progress.add_task(name, total=None, amount="")
+
+        def update(done: float, total: float | None) -> None:
+            amount = f"{done:.0f}/{total:.0f} s" if total else f"{done:.0f} s"
+            self.progress.update(task, completed=done, total=total, amount=amount)
+
+        try:
+            yield update
+        finally:
+            self.progress.remove_task(task)
+
+
+def _value(v: enum.Enum | str) -> str:
+    return v.value if isinstance(v, enum.Enum) else str(v)
+
+
+def _load(model, model_rate, device, threads, fast, chunk, overlap) -> Separator:
+    return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
+                     fast=fast, model_rate=model_rate)
+
+
+@app.command()
+def separate(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Audio files (any format libsndfile reads); "
+                                       "- reads a WAV/FLAC stream from stdin."),
+    output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the outputs."),
+    stdout: bool = typer.Option(False, "--stdout", help="Write one WAV to stdout, channel k = speaker k."),
+    filename: str = _FILENAME, fmt: Format = _FORMAT, subtype: Subtype = _SUBTYPE, sample_rate: Optional[int] = _RATE,
+    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = _CHUNK,
+    overlap_seconds: Optional[float] = _OVERLAP, overwrite: bool = _OVERWRITE, model: Optional[Path] = _MODEL,
+    model_rate: Optional[int] = _MODEL_RATE, device: str = _DEVICE, threads: Optional[int] = _THREADS,
+    fast: bool = _FAST, quiet: bool = _QUIET,
+) -> None:
+    """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
+    fmt, subtype = _value(fmt), _value(subtype)
+    if stdout and output_dir is not None:
+        raise MossepError("give either -o OUTDIR or --stdout, not both")
+    if not stdout and output_dir is None:
+        raise MossepError("no output: give -o OUTDIR (or --stdout)")
+    if stdout and len(inputs) != 1:
+        raise MossepError("--stdout takes exactly one input")
+    if stdout and fmt.lower() != "wav":
+        raise MossepError("--stdout writes WAV; --format does not apply")
+    if inputs.count(STDIN) > 1:
+        raise MossepError("- (stdin) can be given only once")
+    rep = Reporter(quiet)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
+    # check every input and every output before writing anything
+    for inp in inputs:
+        if inp == STDIN:
+            continue
+        open_input(inp)
+        if output_dir is not None and not overwrite:
+            for p in sep.output_paths(inp, output_dir, filename, fmt):
+                if p.exists():
+                    raise MossepError(f"{p}: already exists (use --overwrite)")
+    with rep.progress:
+        for inp in inputs:
+            with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
+                if stdout:
+                    sep.separate_to_stream(inp, sys.stdout.buffer, subtype=subtype, channel=channel,
+                                           output_rate=sample_rate, progress=update, note=rep.note)
+                else:
+                    paths = sep.separate_file(inp, output_dir, filename=filename, fmt=fmt, subtype=subtype,
+                                              overwrite=overwrite, channel=channel, output_rate=sample_rate,
+                                              progress=update, note=rep.note)
+                    rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths))
+
+
+def find_audio(root: Path, patterns: list[str], exclude: Path | None) -> list[Path]:
+    """Files under `root` (recursively) matching any glob pattern, or with a common audio extension."""
+    if patterns:
+        found = {p for pat in patterns for p in root.rglob(pat)}
+    else:
+        found = {p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS}
+    out = []
+    for p in found:
+        if not p.is_file() or p.name.startswith(".") or p.name.endswith(".part"):
+            continue
+        if exclude is not None and exclude in p.resolve().parents:
+            continue
+        out.append(p)
+    return sorted(out)
+
+
+@app.command()
+def batch(
+    input_dir: Path = typer.Argument(..., metavar="DIR", help="Folder searched recursively for audio files."),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Outputs mirror the input tree here."),
+    glob: Optional[List[str]] = typer.Option(None, "--glob", help="File pattern (repeatable), e.g. '*.flac'. "
+                                             "[default: common audio extensions]"),
+    filename: str = _FILENAME, fmt: Format = _FORMAT, subtype: Subtype = _SUBTYPE, sample_rate: Optional[int] = _RATE,
+    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = _CHUNK,
+    overlap_seconds: Optional[float] = _OVERLAP, overwrite: bool = _OVERWRITE, model: Optional[Path] = _MODEL,
+    model_rate: Optional[int] = _MODEL_RATE, device: str = _DEVICE, threads: Optional[int] = _THREADS,
+    fast: bool = _FAST, quiet: bool = _QUIET,
+) -> None:
+    """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
+    fmt, subtype = _value(fmt), _value(subtype)
+    if not input_dir.exists():
+        raise MossepError(f"{input_dir}: no such directory")
+    if not input_dir.is_dir():
+        raise MossepError(f"{input_dir}: not a directory (use `mossep separate` for single files)")
+    files = find_audio(input_dir, glob or [], output_dir.resolve())
+    if not files:
+        raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
+    rep = Reporter(quiet)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
+    done = skipped = 0
+    failed: list[str] = []
+    with rep.progress:
+        overall = rep.progress.add_task("files", total=len(files), amount=f"{len(files)} files")
+        for f in files:
+            target = output_dir / f.relative_to(input_dir).parent
+            try:
+                paths = sep.output_paths(f, target, filename, fmt)
+                if not overwrite and all(p.exists() for p in paths):
+                    skipped += 1
+                else:
+                    with rep.file_task(f.name) as update:
+                        sep.separate_file(f, target, filename=filename, fmt=fmt, subtype=subtype,
+                                          overwrite=overwrite, channel=channel, output_rate=sample_rate,
+                                          progress=update, note=rep.note)
+                    done += 1
+            except MossepError as e:
+                failed.append(str(f))
+                rep.error(str(e))
+            except Exception as e:  # a model or I/O failure on one file must not stop the batch
+                failed.append(str(f))
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                rep.error(f"{f}: {type(e).__name__}{': ' + first if first else ''}")
+            rep.progress.advance(overall)
+    summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), {len(failed)} failed"
+    rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False)
+    if failed:
+        raise MossepError(f"{len(failed)} of {len(files)} files failed")

@@ -1,0 +1,301 @@
+"""`mossep separate` and `mossep batch` through the real entry point."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mossep.cli import main
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tone(path: Path, seconds: float = 1.0, rate: int = 8000, channels: int = 1, subtype: str | None = None,
+         fmt: str | None = None) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 347 * t + 1.0)
+    if channels > 1:
+        x = np.stack([x * (c + 1) / channels for c in range(channels)], 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, rate, subtype=subtype, format=fmt)
+    return path
+
+
+def no_temp_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".part")]
+
+
+@pytest.fixture()
+def model(tiny_model_path) -> list[str]:
+    return ["--model", str(tiny_model_path), "--device", "cpu", "--quiet"]
+
+
+def test_separate_writes_one_file_per_speaker(tmp_path, capsys, model):
+    src = tone(tmp_path / "in" / "talk.wav", rate=16000)
+    code, out, err = run(["separate", src, "-o", tmp_path / "out", *model], capsys)
+    assert code == 0, err
+    assert out == ""
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outs == ["talk_spk1.wav", "talk_spk2.wav"]
+    info = sf.info(tmp_path / "out" / "talk_spk1.wav")
+    assert (info.samplerate, info.frames, info.subtype) == (16000, 16000, "PCM_16")
+
+
+def test_format_subtype_rate_filename_options(tmp_path, capsys, model):
+    src = tone(tmp_path / "a.flac", rate=22050, channels=2)
+    code, _, err = run(["separate", src, "-o", tmp_path / "o", "--format", "flac", "--subtype", "PCM_24",
+                        "--sample-rate", "8000", "--filename", "{stem}-speaker{k}.flac", *model], capsys)
+    assert code == 0, err
+    info = sf.info(tmp_path / "o" / "a-speaker2.flac")
+    assert (info.format, info.subtype, info.samplerate, info.frames) == ("FLAC", "PCM_24", 8000, 8000)
+    code, _, err = run(["separate", src, "-o", tmp_path / "f", "--subtype", "float", *model], capsys)
+    assert code == 0, err
+    assert sf.info(tmp_path / "f" / "a_spk1.wav").subtype == "FLOAT"
+    code, _, err = run(["separate", src, "-o", tmp_path / "g", "--format", "flac", "--subtype", "FLOAT", *model],
+                       capsys)
+    assert code == 1 and "FLOAC" not in err and "cannot store FLOAT" in err
+
+
+def test_channel_option_picks_one_channel(tmp_path, capsys, model):
+    t = np.arange(8000) / 8000
+    x = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), np.zeros_like(t)], 1)  # channel 2 is silent
+    src = tmp_path / "st.wav"
+    sf.write(src, x, 8000)
+    assert run(["separate", src, "-o", tmp_path / "c2", "--channel", "2", "--subtype", "FLOAT", *model], capsys)[0] == 0
+    assert run(["separate", src, "-o", tmp_path / "c1", "--channel", "1", "--subtype", "FLOAT", *model], capsys)[0] == 0
+    silent = np.abs(sf.read(tmp_path / "c2" / "st_spk1.wav")[0]).max()
+    loud = max(np.abs(sf.read(tmp_path / "c1" / f"st_spk{k}.wav")[0]).max() for k in (1, 2))
+    assert silent == 0.0 and loud > 0.01
+    code, _, err = run(["separate", src, "-o", tmp_path / "c3", "--channel", "3", *model], capsys)
+    assert code == 1 and "st.wav" in err and "--channel 3" in err
+
+
+def test_chunk_options_and_whole_file(tmp_path, capsys, model):
+    src = tone(tmp_path / "long.wav", seconds=3.0)
+    for extra in (["--chunk-seconds", "0"], ["--chunk-seconds", "0.5", "--overlap-seconds", "0.1"]):
+        out = tmp_path / extra[1]
+        code, _, err = run(["separate", src, "-o", out, *extra, *model], capsys)
+        assert code == 0, err
+        assert sf.info(out / "long_spk2.wav").frames == 24000
+    code, _, err = run(["separate", src, "-o", tmp_path / "x", "--chunk-seconds", "1", "--overlap-seconds", "2",
+                        *model], capsys)
+    assert code == 1 and "shorter than --chunk-seconds" in err
+
+
+def test_progress_and_notes_go_to_stderr_only(tmp_path, capsys, tiny_model_path):
+    src = tone(tmp_path / "p.wav")
+    code, out, err = run(["separate", src, "-o", tmp_path / "o", "--model", tiny_model_path, "--device", "cpu"],
+                         capsys)
+    assert code == 0 and out == "" and "p_spk1.wav" in err
+
+
+def _wav_bytes(x: np.ndarray, rate: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_stdin_to_stdout_pipe(tmp_path, tiny_model_path):
+    """`... | mossep separate - --stdout | ...`: one WAV with C channels on stdout and nothing else."""
+    t = np.arange(12000) / 16000
+    data = _wav_bytes(0.3 * np.sin(2 * np.pi * 200 * t), 16000)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mossep", "separate", "-", "--stdout", "--model",
+                           str(tiny_model_path), "--device", "cpu"], input=data, capture_output=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    wav = proc.stdout
+    assert wav[:4] == b"RIFF" and struct.unpack("<I", wav[4:8])[0] + 8 == len(wav)  # nothing after the WAV
+    import io
+
+    y, sr = sf.read(io.BytesIO(wav))
+    assert sr == 16000 and y.shape == (12000, 2)
+
+
+def test_stdin_in_process(tmp_path, capsysbinary, monkeypatch, tiny_model_path):
+    """stdin with -o names the outputs after "stdin"; with --stdout only WAV bytes reach stdout."""
+    import io
+
+    t = np.arange(4000) / 8000
+    data = _wav_bytes(0.3 * np.sin(2 * np.pi * 200 * t), 8000)
+    args = ["--model", str(tiny_model_path), "--device", "cpu"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    with pytest.raises(SystemExit) as e:
+        main(["separate", "-", "-o", str(tmp_path), "--quiet", *args])
+    assert e.value.code in (0, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdin_spk1.wav", "stdin_spk2.wav"]
+    capsysbinary.readouterr()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    with pytest.raises(SystemExit) as e:
+        main(["separate", "-", "--stdout", *args])
+    assert e.value.code in (0, None)
+    out, err = capsysbinary.readouterr()
+    y, sr = sf.read(io.BytesIO(out))
+    assert sr == 8000 and y.shape == (4000, 2)
+    assert struct.unpack("<I", out[4:8])[0] + 8 == len(out)
+    # not audio on stdin
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"garbage" * 10)))
+    with pytest.raises(SystemExit) as e:
+        main(["separate", "-", "--stdout", *args])
+    out, err = capsysbinary.readouterr()
+    assert e.value.code == 1 and out == b"" and b"<stdin>: not a readable audio file" in err
+
+
+def test_stdout_rejects_bad_combinations(tmp_path, capsys, model):
+    src = tone(tmp_path / "a.wav")
+    assert "exactly one input" in run(["separate", src, src, "--stdout", *model], capsys)[2]
+    assert "not both" in run(["separate", src, "--stdout", "-o", tmp_path, *model], capsys)[2]
+    assert "-o OUTDIR" in run(["separate", src, *model], capsys)[2]
+
+
+def _assert_clean_error(code: int, out: str, err: str, name: str) -> None:
+    assert code == 1
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mossep: error: "), err
+    assert name in lines[0] and "Traceback" not in err
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "text.wav").write_text("hello, this is not audio\n")
+    sf.write(d / "empty.wav", np.zeros(0), 8000)
+    sf.write(d / "short.wav", np.zeros(5), 8000)
+    x = np.zeros(2000, np.float32)
+    x[1500] = np.inf
+    sf.write(d / "inf.wav", x, 8000, subtype="FLOAT")
+    (d / "folder.wav").mkdir()
+    return {"missing": d / "missing.wav", "folder": d / "folder.wav", "text": d / "text.wav",
+            "empty": d / "empty.wav", "short": d / "short.wav", "inf": d / "inf.wav"}
+
+
+@pytest.mark.parametrize("case, words", [("missing", "no such file"), ("folder", "directory"),
+                                         ("text", "not a readable audio file"), ("empty", "no audio"),
+                                         ("short", "too short"), ("inf", "NaN or infinite")])
+def test_bad_input_is_one_line_error(tmp_path, capsys, model, case, words):
+    path = _bad_inputs(tmp_path)[case]
+    out_dir = tmp_path / "out"
+    code, out, err = run(["separate", path, "-o", out_dir, *model], capsys)
+    _assert_clean_error(code, out, err, path.name)
+    assert words in err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_nan_late_in_a_long_file_leaves_no_partial_outputs(tmp_path, capsys, model):
+    x = (np.random.default_rng(0).standard_normal(8000 * 12) * 0.1).astype(np.float32)
+    x[8000 * 11] = np.nan  # found only after several chunks were separated and written
+    src = tmp_path / "late.wav"
+    sf.write(src, x, 8000, subtype="FLOAT")
+    out_dir = tmp_path / "out"
+    code, out, err = run(["separate", src, "-o", out_dir, "--chunk-seconds", "1", "--overlap-seconds", "0.2",
+                          *model], capsys)
+    _assert_clean_error(code, out, err, "late.wav")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_unwritable_output_directory(tmp_path, capsys, model):
+    src = tone(tmp_path / "a.wav")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run(["separate", src, "-o", blocker / "sub", *model], capsys)
+    _assert_clean_error(code, out, err, "file/sub")
+    assert "not writable" in err
+
+
+def test_existing_outputs_need_overwrite(tmp_path, capsys, model):
+    src = tone(tmp_path / "a.wav")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "a_spk2.wav").write_bytes(b"mine")
+    code, out, err = run(["separate", src, "-o", out_dir, *model], capsys)
+    _assert_clean_error(code, out, err, "a_spk2.wav")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a_spk2.wav"]  # speaker 1 was not written either
+    assert (out_dir / "a_spk2.wav").read_bytes() == b"mine"
+    code, _, err = run(["separate", src, "-o", out_dir, "--overwrite", *model], capsys)
+    assert code == 0, err
+    assert sf.info(out_dir / "a_spk2.wav").frames == 8000
+
+
+def test_second_input_error_stops_before_writing_anything(tmp_path, capsys, model):
+    good = tone(tmp_path / "good.wav")
+    out_dir = tmp_path / "out"
+    code, out, err = run(["separate", good, tmp_path / "nope.wav", "-o", out_dir, *model], capsys)
+    _assert_clean_error(code, out, err, "nope.wav")
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_broken_checkpoint(tmp_path, capsys):
+    src = tone(tmp_path / "a.wav")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code, out, err = run(["separate", src, "-o", tmp_path / "o", "--model", bad, "--quiet"], capsys)
+    _assert_clean_error(code, out, err, "broken.safetensors")
+
+
+def _tree(root: Path) -> None:
+    tone(root / "a.wav")
+    tone(root / "sub" / "b.flac", rate=16000)
+    tone(root / "sub" / "deeper" / "c.wav")
+    (root / "notes.txt").write_text("not audio, not matched")
+    (root / "sub" / "broken.wav").write_text("corrupt")
+
+
+def test_batch_mirrors_tree_continues_past_bad_files_and_resumes(tmp_path, capsys, model):
+    src, out_dir = tmp_path / "in", tmp_path / "out"
+    _tree(src)
+    code, out, err = run(["batch", src, "-o", out_dir, *model], capsys)
+    assert code == 1 and out == ""
+    assert "broken.wav" in err and "4 files: 3 separated, 0 skipped (outputs exist), 1 failed" in err
+    assert "Traceback" not in err
+    made = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*.wav"))
+    assert made == ["a_spk1.wav", "a_spk2.wav", "sub/b_spk1.wav", "sub/b_spk2.wav",
+                    "sub/deeper/c_spk1.wav", "sub/deeper/c_spk2.wav"]
+    assert sf.info(out_dir / "sub" / "b_spk1.wav").samplerate == 16000
+    assert no_temp_files(out_dir)
+    # resume: everything already done is skipped (files untouched)
+    (src / "sub" / "broken.wav").unlink()
+    stamp = (out_dir / "a_spk1.wav").stat().st_mtime_ns
+    code, _, err = run(["batch", src, "-o", out_dir, *model], capsys)
+    assert code == 0, err
+    assert "3 files: 0 separated, 3 skipped" in err
+    assert (out_dir / "a_spk1.wav").stat().st_mtime_ns == stamp
+    # a file whose outputs are incomplete is redone; --overwrite redoes all
+    (out_dir / "sub" / "deeper" / "c_spk2.wav").unlink()
+    (out_dir / "sub" / "deeper" / "c_spk1.wav").unlink()
+    code, _, err = run(["batch", src, "-o", out_dir, *model], capsys)
+    assert code == 0 and "1 separated, 2 skipped" in err
+    code, _, err = run(["batch", src, "-o", out_dir, "--overwrite", *model], capsys)
+    assert code == 0 and "3 separated, 0 skipped" in err
+
+
+def test_batch_glob_and_output_inside_input(tmp_path, capsys, model):
+    src = tmp_path / "in"
+    _tree(src)
+    out_dir = src / "separated"  # outputs inside the input tree are not picked up as inputs
+    code, _, err = run(["batch", src, "-o", out_dir, "--glob", "*.flac", *model], capsys)
+    assert code == 0, err
+    assert sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*.wav")) == ["sub/b_spk1.wav",
+                                                                                 "sub/b_spk2.wav"]
+    code, _, err = run(["batch", src, "-o", out_dir, "--glob", "*.flac", *model], capsys)
+    assert code == 0 and "1 files: 0 separated, 1 skipped" in err
+    code, out, err = run(["batch", src, "-o", out_dir, "--glob", "*.mp4", *model], capsys)
+    _assert_clean_error(code, out, err, "in")
+    code, out, err = run(["batch", tmp_path / "nowhere", "-o", out_dir, *model], capsys)
+    _assert_clean_error(code, out, err, "nowhere")
