@@ -167,3 +167,18 @@ def test_small_mossformer2_trains():
     y.pow(2).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert not missing
+
+
+@pytest.mark.parametrize("n_in, dilation, L", [(1, 1, 1), (1, 1, 50), (2, 2, 7), (2, 2, 64), (3, 4, 33), (3, 4, 2)])
+def test_fast_grouped_time_conv_equals_the_stored_conv2d(n_in, dilation, L):
+    """The FSMN's dense-layer convolutions are computed by `grouped_time_conv`; it must equal the Conv2d."""
+    from mossep.models.fsmn import grouped_time_conv
+
+    torch.manual_seed(n_in * 100 + L)
+    K, c = 9, 6
+    conv = torch.nn.Conv2d(c * n_in, c, (K, 1), dilation=(dilation, 1), padding=(dilation * (K - 1) // 2, 0),
+                           groups=c, bias=False)
+    x = torch.randn(2, c * n_in, L)
+    with torch.no_grad():
+        ref = conv(x.unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(grouped_time_conv(x, conv), ref, atol=1e-5)
