@@ -153,3 +153,18 @@ def test_ddp_two_gloo_processes(tmp_path, speaker_sets):
     loaded = load_checkpoint(tmp_path / "ddp" / "best.safetensors")
     assert loaded.metadata["training"]["batch_size"] == 4  # 2 processes x 2
     assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSSEP_CACHE", str(tmp_path / "cache"))
+    for spk, f0 in (("a", 120), ("b", 220)):
+        (tmp_path / "set16k" / spk).mkdir(parents=True)
+        t = np.arange(16000) / 16000
+        sf.write(tmp_path / "set16k" / spk / "u.wav", (0.1 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 16000)
+    first = dm.load_speaker_folders([tmp_path / "set16k"], SR)
+    cached = list((tmp_path / "cache" / "resampled").glob("*.npy"))
+    assert len(cached) == 2
+    assert all(len(u[0]) == 8000 for u in first.values())
+    second = dm.load_speaker_folders([tmp_path / "set16k"], SR)
+    for k in first:
+        np.testing.assert_array_equal(first[k][0], second[k][0])

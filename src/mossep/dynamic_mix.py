@@ -5,6 +5,8 @@ run sees exactly the data it would have seen.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import soundfile as sf
 import soxr
 
 from .errors import MossepError
+from .fsutil import atomic_path
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
 
@@ -23,6 +26,40 @@ class MixSpec:
     num_spks: int = 2
     gain_db: float = 5.0  # relative gains uniform in [-gain_db, +gain_db]
     speed_perturb: float = 0.0  # speed factors uniform in [1 - p, 1 + p]; 0 disables
+
+
+def cache_dir() -> Path:
+    """Where resampled training audio is kept ($MOSSEP_CACHE, else $XDG_CACHE_HOME/mossep, else ~/.cache/mossep)."""
+    if os.environ.get("MOSSEP_CACHE"):
+        return Path(os.environ["MOSSEP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mossep"
+
+
+def load_mono(path: Path, sample_rate: int) -> np.ndarray:
+    """float32 mono samples of `path` at `sample_rate`; resampled files are cached on disk by (path, size, mtime, rate)."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise MossepError(f"{path}: cannot read audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    cached = None
+    if info.samplerate != sample_rate:
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}".encode()).hexdigest()
+        cached = cache_dir() / "resampled" / f"{key}.npy"
+        if cached.is_file():
+            return np.load(cached)
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if cached is not None:
+        x = soxr.resample(x, sr, sample_rate, quality="HQ").astype(np.float32)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cached) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, x)
+        except OSError:
+            pass  # caching is an optimisation only
+    return x
 
 
 def load_speaker_folders(roots: list[Path], sample_rate: int) -> dict[str, list[np.ndarray]]:
@@ -40,13 +77,7 @@ def load_speaker_folders(roots: list[Path], sample_rate: int) -> dict[str, list[
             for f in sorted(spk_dir.rglob("*")):
                 if f.suffix.lower() not in AUDIO_EXTENSIONS:
                     continue
-                try:
-                    x, sr = sf.read(f, dtype="float32", always_2d=True)
-                except Exception as e:
-                    raise MossepError(f"{f}: cannot read audio ({e})") from None
-                x = x.mean(axis=1)
-                if sr != sample_rate:
-                    x = soxr.resample(x, sr, sample_rate).astype(np.float32)
+                x = load_mono(f, sample_rate)
                 if len(x) and np.isfinite(x).all() and np.abs(x).max() > 0:
                     utts.append(x)
             if utts:
