@@ -245,7 +245,7 @@ class Trainer:
         path = self.out / "log.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "hours", "loss", "lr", "valid_si_snri", "valid_si_snr"])
+            w = csv.DictWriter(f, fieldnames=["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"])
             if new:
                 w.writeheader()
             w.writerow({k: row.get(k, "") for k in w.fieldnames})
@@ -302,7 +302,7 @@ class Trainer:
                 tmp.write_text(yaml.safe_dump({**asdict(cfg), "model_config": self.mcfg.to_dict()}, sort_keys=False))
         old = signal.signal(signal.SIGINT, self._request_stop)
         old_term = signal.signal(signal.SIGTERM, self._request_stop)
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), time.process_time()
         losses: list[float] = []
         try:
             while self.step < cfg.steps and not self._stop:
@@ -311,7 +311,8 @@ class Trainer:
                 self.train_seconds += time.monotonic() - t0
                 losses.append(loss)
                 row: dict[str, Any] = {"step": self.step, "loss": loss, "lr": self.opt.param_groups[0]["lr"],
-                                       "hours": round(self.train_seconds / 3600, 4)}
+                                       "hours": round(self.train_seconds / 3600, 4),
+                                       "cpu_hours": round((time.process_time() - cpu0) / 3600, 4)}
                 if self.step % cfg.valid_every == 0 or self.step == cfg.steps:
                     scores = self._validate_and_keep_best()
                     self._sync_lr_scale()
