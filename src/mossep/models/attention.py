@@ -21,29 +21,43 @@ def joint_attention(
 
     q/k: [B, L, d]; v, u: [B, L, e]. Returns (att_v, att_u), each [B, L, e].
     """
-    B, L, _ = v.shape
-    pad = (-L) % group_size
-    if pad:
-        quad_q, lin_q, quad_k, lin_k, v, u = (F.pad(t, (0, 0, 0, pad)) for t in (quad_q, lin_q, quad_k, lin_k, v, u))
-    n = (L + pad) // group_size
+    att = joint_attention_stacked(quad_q, lin_q, quad_k, lin_k, torch.cat((v, u), dim=-1), group_size)
+    return att.chunk(2, dim=-1)
+
+
+def joint_attention_stacked(
+    quad_q: torch.Tensor,
+    lin_q: torch.Tensor,
+    quad_k: torch.Tensor,
+    lin_k: torch.Tensor,
+    values: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """joint_attention for several value sets stacked along channels (MossFormer: values = [v | u]).
+
+    q/k: [B, L, d]; values: [B, L, c]. Returns [B, L, c]:
+        A_g = relu(Q_g K_g^T / g)^2 per group g of `group_size` frames (zero-padded at the end),
+        out = A_g V_g  +  Q_lin (K_lin^T V / L).
+    The sequence is padded once to whole groups; padded keys score zero and padded queries are cut off.
+    """
+    B, L, c = values.shape
     g = group_size
+    pad = (-L) % g
+    if pad:
+        quad_q, lin_q, quad_k, lin_k, values = (F.pad(t, (0, 0, 0, pad)) for t in (quad_q, lin_q, quad_k, lin_k, values))
+    n = (L + pad) // g
 
-    def groups(t: torch.Tensor) -> torch.Tensor:  # [B, Lp, c] -> [B, n, g, c]
-        return t.reshape(B, n, g, t.shape[-1])
+    # global: Q_lin (K_lin^T V / L), L the unpadded length (padded rows of K_lin are zero)
+    kv = torch.bmm(lin_k.transpose(1, 2), values) / L  # [B, d, c]
+    glob = torch.bmm(lin_q, kv)  # [B, Lp, c]
 
-    qq, qk_, gv, gu = groups(quad_q), groups(quad_k), groups(v), groups(u)
-    # local: A = relu(Q K^T / g)^2 inside each group; zero-padded keys give zero scores
-    attn = F.relu(torch.matmul(qq, qk_.transpose(-1, -2)) / g) ** 2  # [B, n, g, g]
-    local_v = torch.matmul(attn, gv)
-    local_u = torch.matmul(attn, gu)
-    # global: Q (K^T V / L), L the unpadded length
-    kv = torch.matmul(lin_k.transpose(-1, -2), v) / L  # [B, d, e]
-    ku = torch.matmul(lin_k.transpose(-1, -2), u) / L
-    glob_v = torch.matmul(lin_q, kv)  # [B, Lp, e]
-    glob_u = torch.matmul(lin_q, ku)
-    att_v = local_v.reshape(B, n * g, -1) + glob_v
-    att_u = local_u.reshape(B, n * g, -1) + glob_u
-    return att_v[:, :L], att_u[:, :L]
+    def groups(t: torch.Tensor) -> torch.Tensor:  # [B, Lp, x] -> [B*n, g, x] (a view when contiguous)
+        return t.reshape(B * n, g, t.shape[-1])
+
+    # local, accumulated into the global part in place: out = glob + A V (bmm does not need glob for backward)
+    attn = F.relu(torch.bmm(groups(quad_q), groups(quad_k).transpose(1, 2)) / g) ** 2  # [B*n, g, g]
+    glob.view(B * n, g, c).baddbmm_(attn.to(glob.dtype), groups(values).to(glob.dtype))  # dtypes differ under autocast
+    return glob[:, :L]
 
 
 class MossFormerBlock(nn.Module):
@@ -74,10 +88,12 @@ class MossFormerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shifted = token_shift(x)
-        v, u = self.to_hidden(shifted).chunk(2, dim=-1)  # [B, L, hidden/2] each
+        hidden = self.to_hidden(shifted)  # [B, L, hidden] = [v | u], each [B, L, hidden/2]
         z = self.to_qk(shifted)  # [B, L, qk]
         cos, sin = self.rotary_pos_emb.angles(x.shape[1], x.device)
         quad_q, lin_q, quad_k, lin_k = (self.rotary_pos_emb.rotate(t, cos, sin) for t in self.qk_offset_scale(z))
-        att_v, att_u = joint_attention(quad_q, lin_q, quad_k, lin_k, v, u, self.group_size)
-        gated = (att_u * v) * torch.sigmoid(att_v * u)  # cross-over gating
+        att = joint_attention_stacked(quad_q, lin_q, quad_k, lin_k, hidden, self.group_size)  # [att_v | att_u]
+        v, u = hidden.chunk(2, dim=-1)
+        att_v, att_u = att.chunk(2, dim=-1)
+        gated = (att_u * v).mul_(torch.sigmoid_(att_v * u))  # cross-over gating: (A_u V) * sigmoid(A_v U)
         return x + self.to_out(gated)
