@@ -299,3 +299,19 @@ def test_batch_glob_and_output_inside_input(tmp_path, capsys, model):
     _assert_clean_error(code, out, err, "in")
     code, out, err = run(["batch", tmp_path / "nowhere", "-o", out_dir, *model], capsys)
     _assert_clean_error(code, out, err, "nowhere")
+
+
+def test_output_name_collisions_are_refused(tmp_path, capsys, model):
+    a_wav, a_flac = tone(tmp_path / "in" / "a.wav"), tone(tmp_path / "in" / "a.flac")
+    code, out, err = run(["separate", a_wav, a_flac, "-o", tmp_path / "o", *model], capsys)
+    _assert_clean_error(code, out, err, "a.flac")
+    assert not (tmp_path / "o").exists()
+    code, _, err = run(["batch", tmp_path / "in", "-o", tmp_path / "b", *model], capsys)
+    assert code == 1 and "1 separated" in err and "1 failed" in err
+    code, _, err = run(["batch", tmp_path / "in", "-o", tmp_path / "c", "--filename", "{stem}.{ext}_spk{k}.wav",
+                        *model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["a.flac_spk1.wav", "a.flac_spk2.wav",
+                                                                 "a.wav_spk1.wav", "a.wav_spk2.wav"]
+    code, out, err = run(["separate", a_wav, "-o", tmp_path / "d", "--filename", "{stem}.wav", *model], capsys)
+    _assert_clean_error(code, out, err, "{k}")

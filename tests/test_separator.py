@@ -185,3 +185,33 @@ def test_missing_default_model_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(ck, "default_model_path", missing)
     with pytest.raises(MossepError, match="no default model"):
         Separator(None)
+
+
+_RSS_SCRIPT = """
+import resource, sys, numpy as np, soundfile as sf, torch
+torch.set_num_threads(1)
+from mossep.separator import Separator
+model, wav, out = sys.argv[1:4]
+sep = Separator(model, device="cpu", chunk_seconds=2, overlap_seconds=0.5)
+sep.separate_file(wav, out, overwrite=True)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_length(tiny_model_path, tmp_path):
+    import subprocess
+    import sys
+
+    peaks = {}
+    for minutes in (0.25, 4):
+        wav = tmp_path / f"{minutes}.wav"
+        n = int(minutes * 60 * 16000)
+        with sf.SoundFile(wav, "w", 16000, 1, "PCM_16") as f:
+            for s in range(0, n, 160000):
+                f.write(np.random.default_rng(s).standard_normal(min(160000, n - s)) * 0.1)
+        proc = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tiny_model_path), str(wav), str(tmp_path)],
+                              capture_output=True, text=True, check=True)
+        peaks[minutes] = int(proc.stdout.split()[-1]) / 1024
+    # 16x the audio (61 MB more as float32 in and out) must cost almost no extra memory
+    assert peaks[4] < peaks[0.25] + 25, peaks

@@ -48,17 +48,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav") -> list[str]:
-    """File names for speakers 1..C from a template with {stem} and {k} (1-based speaker number)."""
+def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext: str = "") -> list[str]:
+    """File names for speakers 1..C from a template with {stem}, {k} (1-based speaker number) and
+    {ext} (the input's extension without the dot)."""
     if template == DEFAULT_FILENAME and fmt.lower() != "wav":
         template = f"{{stem}}_spk{{k}}.{fmt.lower()}"
     fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    unknown = fields - {"stem", "k"}
+    unknown = fields - {"stem", "k", "ext"}
     if unknown or "k" not in fields:
-        raise MossepError(f"--filename {template!r}: use {{stem}} and {{k}} (the speaker number), "
+        raise MossepError(f"--filename {template!r}: use {{stem}}, {{ext}} and {{k}} (the speaker number), "
                           f"e.g. {DEFAULT_FILENAME}")
     try:
-        names = [template.format(stem=stem, k=k) for k in range(1, num_spks + 1)]
+        names = [template.format(stem=stem, k=k, ext=ext) for k in range(1, num_spks + 1)]
     except (ValueError, IndexError) as e:
         raise MossepError(f"--filename {template!r}: {e}") from None
     if any(not n or n.endswith(("/", "\\")) for n in names):
@@ -188,9 +189,12 @@ class Separator:
     def separate(self, mix: np.ndarray, sample_rate: int, progress: Progress | None = None) -> np.ndarray:
         """mix [T] (mono) or [T, ch] (downmixed) at `sample_rate` -> float32 [C, T] at `sample_rate`.
 
+        Integer arrays are read as PCM (full scale = 1.0).
         Each chunk's estimates are scaled so that their sum best matches the mixture; no peak limiting.
         """
         mix = np.asarray(mix)
+        if np.issubdtype(mix.dtype, np.integer):  # PCM samples: full scale -> 1.0
+            mix = mix / float(np.iinfo(mix.dtype).max + 1)
         if mix.ndim == 2:
             mix = mix.mean(axis=1)
         if mix.ndim != 1:
@@ -229,8 +233,8 @@ class Separator:
 
     def output_paths(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
                      fmt: str = "wav") -> list[Path]:
-        stem = "stdin" if str(input_path) == "-" else Path(input_path).stem
-        return [Path(out_dir) / n for n in output_names(filename, stem, self.num_speakers, fmt)]
+        stem, ext = ("stdin", "") if str(input_path) == "-" else (Path(input_path).stem, Path(input_path).suffix[1:])
+        return [Path(out_dir) / n for n in output_names(filename, stem, self.num_speakers, fmt, ext)]
 
     def separate_file(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
                       fmt: str = "wav", subtype: str = "PCM_16", overwrite: bool = False, channel: int | None = None,

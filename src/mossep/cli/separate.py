@@ -30,7 +30,7 @@ _CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long input
                       "[default: 8]")
 _OVERLAP = typer.Option(None, "--overlap-seconds", help="Overlap between chunks. [default: 1]")
 _FILENAME = typer.Option(DEFAULT_FILENAME, "--filename", help="Output name template: {stem} = input name without "
-                         "extension, {k} = speaker number (1, 2, ...).")
+                         "extension, {ext} = its extension, {k} = speaker number (1, 2, ...).")
 
 
 class Format(str, enum.Enum):
@@ -120,14 +120,18 @@ def separate(
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
     # check every input and every output before writing anything
+    owners: dict[Path, str] = {}
     for inp in inputs:
-        if inp == STDIN:
+        if inp != STDIN:
+            open_input(inp)
+        if output_dir is None:
             continue
-        open_input(inp)
-        if output_dir is not None and not overwrite:
-            for p in sep.output_paths(inp, output_dir, filename, fmt):
-                if p.exists():
-                    raise MossepError(f"{p}: already exists (use --overwrite)")
+        for p in sep.output_paths(inp, output_dir, filename, fmt):
+            if p in owners:
+                raise MossepError(f"{inp}: would write {p}, as {owners[p]} does (add {{ext}} to --filename)")
+            owners[p] = inp
+            if not overwrite and p.exists():
+                raise MossepError(f"{p}: already exists (use --overwrite)")
     with rep.progress:
         for inp in inputs:
             with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
@@ -182,12 +186,18 @@ def batch(
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
     done = skipped = 0
     failed: list[str] = []
+    owners: dict[Path, Path] = {}
     with rep.progress:
         overall = rep.progress.add_task("files", total=len(files), amount=f"{len(files)} files")
         for f in files:
             target = output_dir / f.relative_to(input_dir).parent
             try:
                 paths = sep.output_paths(f, target, filename, fmt)
+                clash = next((owners[p] for p in paths if p in owners), None)
+                if clash is not None:
+                    raise MossepError(f"{f}: its outputs have the same names as those of {clash} "
+                                      "(add {ext} to --filename)")
+                owners.update({p: f for p in paths})
                 if not overwrite and all(p.exists() for p in paths):
                     skipped += 1
                 else:
