@@ -9,5 +9,6 @@ for arch in mossformer mossformer2; do
 done
 wait
 for arch in mossformer mossformer2; do
-  echo "== $arch"; grep -v ',,$' "runs/arch-$arch/log.csv" | cut -d, -f1-3,6
+  echo "== $arch (step, wall hours, CPU hours, validation SI-SNRi dB)"
+  awk -F, 'NR > 1 && $6 != "" {print $1, $2, $3, $6}' "runs/arch-$arch/log.csv"
 done

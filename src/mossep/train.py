@@ -243,12 +243,23 @@ class Trainer:
         if not self.main:
             return
         path = self.out / "log.csv"
+        names = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"]
+        if path.exists():
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != names:  # a log from an older version: rewrite it with the current columns
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=names)
+                    w.writeheader()
+                    w.writerows({k: r.get(k, "") for k in names} for r in rows)
         new = not path.exists()
         with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"])
+            w = csv.DictWriter(f, fieldnames=names)
             if new:
                 w.writeheader()
-            w.writerow({k: row.get(k, "") for k in w.fieldnames})
+            w.writerow({k: row.get(k, "") for k in names})
 
     def _validate_and_keep_best(self) -> dict[str, float] | None:
         if not (self.main and self.valid_items):
