@@ -82,7 +82,9 @@ def speed(args: argparse.Namespace) -> None:
         tmp = Path(tmp)
         model = Path(args.model) if args.model else make_model(args.preset, tmp)
         label = args.model or f"{args.preset} (random weights)"
-        rows = []
+        print(f"model: {label}; input {args.rate} Hz mono; device {args.device}; threads {args.threads}")
+        print("| audio | chunk/overlap (s) | wall (s) | CPU RTF | RSS after load (MB) | peak RSS (MB) |")
+        print("|---|---|---|---|---|---|", flush=True)
         for minutes in args.minutes:
             wav = tmp / f"in_{minutes}min.wav"
             synth(wav, minutes, args.rate)
@@ -96,16 +98,9 @@ def speed(args: argparse.Namespace) -> None:
             if proc.returncode:
                 sys.exit(f"child failed for {minutes} min:\n{proc.stderr}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            audio_s = minutes * 60
-            rows.append((minutes, r["separate_s"], r["cpu_s"] / audio_s, r["rss_load_mb"], r["rss_peak_mb"],
-                         r["chunk"], r["overlap"]))
             wav.unlink()
-            print(f"  {minutes:g} min done in {r['separate_s']:.1f} s", file=sys.stderr, flush=True)
-        print(f"model: {label}; input {args.rate} Hz mono; device {args.device}; threads {args.threads}")
-        print("| audio | chunk/overlap (s) | wall (s) | CPU RTF | RSS after load (MB) | peak RSS (MB) |")
-        print("|---|---|---|---|---|---|")
-        for m, wall, rtf, load, peak, c, o in rows:
-            print(f"| {m:g} min | {c:g}/{o:g} | {wall:.1f} | {rtf:.3f} | {load:.0f} | {peak:.0f} |")
+            print(f"| {minutes:g} min | {r['chunk']:g}/{r['overlap']:g} | {r['separate_s']:.1f} | "
+                  f"{r['cpu_s'] / (minutes * 60):.3f} | {r['rss_load_mb']:.0f} | {r['rss_peak_mb']:.0f} |", flush=True)
 
 
 def sweep(args: argparse.Namespace) -> None:
