@@ -61,7 +61,8 @@ class Reporter:
         self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=self.console, transient=True, disable=quiet)
+                                 TimeRemainingColumn(), console=self.console, transient=True,
+                                 disable=quiet or not self.console.is_terminal)  # no bars in logs or pipes
 
     def note(self, message: str) -> None:
         if not self.quiet:
