@@ -36,28 +36,34 @@ def joint_attention_stacked(
     """joint_attention for several value sets stacked along channels (MossFormer: values = [v | u]).
 
     q/k: [B, L, d]; values: [B, L, c]. Returns [B, L, c]:
-        A_g = relu(Q_g K_g^T / g)^2 per group g of `group_size` frames (zero-padded at the end),
-        out = A_g V_g  +  Q_lin (K_lin^T V / L).
-    The sequence is padded once to whole groups; padded keys score zero and padded queries are cut off.
+        out = Q_lin (K_lin^T V / L)  +  A_g V_g,   A_g = relu(Q_g K_g^T / g)^2 within each group of g frames.
+    The last group is shorter when g does not divide L; the reference zero-pads it to g frames, but
+    zero keys score relu(0)^2 = 0 and padded queries are discarded, so it is computed unpadded (the
+    scale stays 1/g). The local part is accumulated in place into the global part (bmm's backward does
+    not need its output), so no [B, L, c] temporary is made beyond the result.
     """
     B, L, c = values.shape
     g = group_size
-    pad = (-L) % g
-    if pad:
-        quad_q, lin_q, quad_k, lin_k, values = (F.pad(t, (0, 0, 0, pad)) for t in (quad_q, lin_q, quad_k, lin_k, values))
-    n = (L + pad) // g
+    n, r = divmod(L, g)  # whole groups, frames in the short last group
+    full = n * g
 
-    # global: Q_lin (K_lin^T V / L), L the unpadded length (padded rows of K_lin are zero)
+    # global: Q_lin (K_lin^T V / L)
     kv = torch.bmm(lin_k.transpose(1, 2), values) / L  # [B, d, c]
-    glob = torch.bmm(lin_q, kv)  # [B, Lp, c]
+    out = torch.bmm(lin_q, kv)  # [B, L, c]
+    values = values.to(out.dtype)  # (autocast may leave values in another dtype)
 
-    def groups(t: torch.Tensor) -> torch.Tensor:  # [B, Lp, x] -> [B*n, g, x] (a view when contiguous)
-        return t.reshape(B * n, g, t.shape[-1])
+    def local_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # [..., l, d] x2 -> [..., l, l]
+        return (F.relu(torch.matmul(q, k.transpose(-1, -2)) / g) ** 2).to(out.dtype)
 
-    # local, accumulated into the global part in place: out = glob + A V (bmm does not need glob for backward)
-    attn = F.relu(torch.bmm(groups(quad_q), groups(quad_k).transpose(1, 2)) / g) ** 2  # [B*n, g, g]
-    glob.view(B * n, g, c).baddbmm_(attn.to(glob.dtype), groups(values).to(glob.dtype))  # dtypes differ under autocast
-    return glob[:, :L]
+    if n:  # whole groups: [B, n, g, .]
+        attn = local_scores(quad_q[:, :full].unflatten(1, (n, g)), quad_k[:, :full].unflatten(1, (n, g)))  # [B, n, g, g]
+        out_groups = out[:, :full].unflatten(1, (n, g))  # a view of out
+        for b in range(B):  # baddbmm_ is 3-D: one in-place call per batch item
+            out_groups[b].baddbmm_(attn[b], values[b, :full].unflatten(0, (n, g)))
+    if r:  # short last group: [B, r, .]
+        attn = local_scores(quad_q[:, full:], quad_k[:, full:])  # [B, r, r]
+        out[:, full:].baddbmm_(attn, values[:, full:])
+    return out
 
 
 class MossFormerBlock(nn.Module):

@@ -21,8 +21,8 @@ class ScaleNorm(nn.Module):
         self.g = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale
-        return x / norm.clamp(min=self.eps) * self.g
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale  # [B, L, 1]
+        return x * (self.g / norm.clamp(min=self.eps))  # one pass over x
 
 
 class Transpose(nn.Module):

@@ -1,0 +1,151 @@
+"""Fast mode (mossep.fast) and the exact-mode speed rewrites of the MossFormer block.
+
+The exact-mode rewrites (channels-last depthwise conv with the identity folded in, stacked [v | u]
+attention accumulated in place, unpadded last group) are checked against straightforward reference
+computations written out here, forward and backward.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mossep import fast as fast_mod
+from mossep.fast import make_fast
+from mossep.metrics import si_snr
+from mossep.models import build_model, preset
+from mossep.models.attention import joint_attention, joint_attention_stacked
+from mossep.models.blocks import ConvModule, ScaleNorm, token_shift
+
+
+# ---- straightforward references -------------------------------------------------------------------
+
+def ref_joint_attention(qq, lq, qk, lk, v, u, g):
+    """Zero-pad to whole groups, loop over groups: relu(q k^T / g)^2 v + lq (lk^T v / L)."""
+    B, L, _ = v.shape
+    pad = (-L) % g
+    qq, lq, qk, lk, v, u = (F.pad(t, (0, 0, 0, pad)) for t in (qq, lq, qk, lk, v, u))
+    outs = []
+    for val in (v, u):
+        glob = lq @ (lk.transpose(1, 2) @ val / L)
+        local = torch.cat([F.relu(qq[:, s:s + g] @ qk[:, s:s + g].transpose(1, 2) / g) ** 2 @ val[:, s:s + g]
+                           for s in range(0, L + pad, g)], dim=1)
+        outs.append((local + glob)[:, :L])
+    return outs
+
+
+def ref_scalenorm(m: ScaleNorm, x):
+    return x / (x.norm(dim=-1, keepdim=True) * m.scale).clamp(min=m.eps) * m.g
+
+
+def ref_ffconvm(m, x):
+    norm, linear, _, conv_module, _ = m.mdl
+    h = F.silu(linear(ref_scalenorm(norm, x) if isinstance(norm, ScaleNorm) else norm(x)))
+    conv = conv_module.sequential[1].conv
+    return h + conv(h.transpose(1, 2).contiguous()).transpose(1, 2)
+
+
+def ref_block(blk, x):
+    shifted = token_shift(x)
+    v, u = ref_ffconvm(blk.to_hidden, shifted).chunk(2, dim=-1)
+    z = ref_ffconvm(blk.to_qk, shifted)
+    cos, sin = blk.rotary_pos_emb.angles(x.shape[1], x.device)
+    os_ = blk.qk_offset_scale
+    qs = [blk.rotary_pos_emb.rotate(z * os_.gamma[h] + os_.beta[h], cos, sin) for h in range(4)]
+    att_v, att_u = ref_joint_attention(*qs, v, u, blk.group_size)
+    return x + ref_ffconvm(blk.to_out, (att_u * v) * torch.sigmoid(att_v * u))
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+# ---- exact mode -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("L", [1, 20, 64, 150, 192])
+def test_joint_attention_matches_padded_reference(L):
+    torch.manual_seed(L)
+    B, d, e, g = 2, 16, 24, 64
+    qq, lq, qk, lk = (torch.randn(B, L, d, requires_grad=True) for _ in range(4))
+    v, u = (torch.randn(B, L, e, requires_grad=True) for _ in range(2))
+    ref = ref_joint_attention(qq, lq, qk, lk, v, u, g)
+    ours = joint_attention(qq, lq, qk, lk, v, u, g)
+    for a, b in zip(ours, ref):
+        assert a.shape == (B, L, e)
+        assert rel_err(a, b) < 1e-5
+    # gradients of a scalar of both outputs agree too (the in-place accumulation is autograd-safe)
+    grads_ref = torch.autograd.grad(sum((r * r).sum() for r in ref), (qq, lk, v, u))
+    grads_ours = torch.autograd.grad(sum((o * o).sum() for o in ours), (qq, lk, v, u))
+    for a, b in zip(grads_ours, grads_ref):
+        assert rel_err(a, b) < 1e-4
+
+
+def test_stacked_attention_is_concatenation_of_separate_ones():
+    torch.manual_seed(0)
+    q = [torch.randn(1, 100, 8) for _ in range(4)]
+    v, u = torch.randn(1, 100, 12), torch.randn(1, 100, 12)
+    stacked = joint_attention_stacked(*q, torch.cat((v, u), -1), 32)
+    assert torch.allclose(stacked[..., :12], joint_attention_stacked(*q, v, 32), atol=1e-5)
+    assert torch.allclose(stacked[..., 12:], joint_attention_stacked(*q, u, 32), atol=1e-5)
+
+
+def test_conv_module_is_identity_plus_depthwise_conv():
+    torch.manual_seed(0)
+    m = ConvModule(32, 17)
+    x = torch.randn(2, 50, 32, requires_grad=True)
+    conv = m.sequential[1].conv
+    ref = x + conv(x.transpose(1, 2).contiguous()).transpose(1, 2)
+    out = m(x)
+    assert out.shape == x.shape and rel_err(out, ref) < 1e-5
+    g_ref, = torch.autograd.grad(ref.square().sum(), conv.weight)
+    g_out, = torch.autograd.grad(out.square().sum(), conv.weight)
+    assert rel_err(g_out, g_ref) < 1e-4
+    assert torch.count_nonzero(conv.weight.detach()[:, 0, 8] == 1.0) < 32  # the stored kernel is not changed
+
+
+@pytest.mark.parametrize("frames", [100, 128, 300])
+def test_block_matches_reference(frames):
+    torch.manual_seed(frames)
+    model = build_model(preset("tiny", dropout=0.0)).eval()
+    blk = model.mask_net.mdl.att_mdl.mossformerM.layers[0]
+    x = torch.randn(2, frames, 64)
+    with torch.no_grad():
+        assert rel_err(blk(x), ref_block(blk, x)) < 1e-5
+
+
+# ---- fast mode ------------------------------------------------------------------------------------
+
+def _mix(seconds=1.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(8000 * seconds)) / 8000
+    return (0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.1 * torch.randn(t.shape, generator=g))[None]
+
+
+@pytest.mark.parametrize("arch", ["mossformer", "mossformer2"])
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_make_fast_close_to_exact_and_leaves_model_alone(arch, mode, monkeypatch):
+    if mode == "bf16" and not fast_mod.bf16_is_native("cpu"):
+        pytest.skip("this CPU has no native bfloat16")
+    monkeypatch.setattr(fast_mod, "bf16_is_native", lambda device="cpu": mode == "bf16")
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", arch=arch)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _mix()
+    with torch.inference_mode():
+        exact = model(x)
+        fast = make_fast(model)
+        approx = fast(x)
+        again = model(x)
+    assert fast_mod.fast_mode_name(model) == mode
+    assert approx.shape == exact.shape and approx.dtype == torch.float32
+    assert si_snr(approx[0], exact[0]).min().item() > 20.0  # measured: ~40 dB bf16, ~30 dB int8
+    # the model passed in is unchanged (same weights, same output, same module types)
+    assert torch.equal(again, exact)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert fast is not model and fast.config == model.config
+
+
+def test_make_fast_in_place():
+    torch.manual_seed(0)
+    model = build_model(preset("tiny"))
+    assert make_fast(model, copy=False) is model or fast_mod.fast_mode_name(model) == "int8"
