@@ -192,6 +192,7 @@ class Trainer:
         self.bad_validations = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.cpu_seconds = 0.0  # process CPU time of the training steps, all threads, across resumes
         self._stop = False
 
     # ---- state -------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
             "lr_scale": self.lr_scale, "best": self.best, "bad_validations": self.bad_validations,
-            "train_seconds": self.train_seconds, "model_config": self.mcfg.to_dict(), "history": self.history,
+            "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "model_config": self.mcfg.to_dict(), "history": self.history,
         }
 
     def save_state(self) -> None:
@@ -222,6 +223,7 @@ class Trainer:
         self.opt.load_state_dict(st["optimizer"])
         self.step, self.lr_scale, self.best = int(st["step"]), float(st["lr_scale"]), float(st["best"])
         self.bad_validations, self.train_seconds = int(st["bad_validations"]), float(st["train_seconds"])
+        self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
         self.history = list(st.get("history", []))
 
     def metadata(self, scores: dict[str, float]) -> dict[str, Any]:
@@ -231,7 +233,8 @@ class Trainer:
             "training": {
                 "how": self.init_note, "train_dirs": cfg.train_dirs, "train_sets": cfg.train_sets, "valid_dirs": cfg.valid_dirs,
                 "steps": self.step, "batch_size": cfg.batch_size * self.world, "segment_seconds": cfg.segment_seconds,
-                "train_hours": round(self.train_seconds / 3600, 3), "device": self.device.type,
+                "train_hours": round(self.train_seconds / 3600, 3),
+                "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb},
             },
             "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
@@ -265,7 +268,8 @@ class Trainer:
         if not (self.main and self.valid_items):
             return None
         scores = validate(self.model, self.valid_items, self.device)
-        self.history.append({"step": self.step, "hours": self.train_seconds / 3600, **scores})
+        self.history.append({"step": self.step, "hours": self.train_seconds / 3600,
+                             "cpu_hours": self.cpu_seconds / 3600, **scores})
         if scores["si_snri"] > self.best:
             self.best = scores["si_snri"]
             self.bad_validations = 0
@@ -313,17 +317,18 @@ class Trainer:
                 tmp.write_text(yaml.safe_dump({**asdict(cfg), "model_config": self.mcfg.to_dict()}, sort_keys=False))
         old = signal.signal(signal.SIGINT, self._request_stop)
         old_term = signal.signal(signal.SIGTERM, self._request_stop)
-        start, cpu0 = time.monotonic(), time.process_time()
+        start = time.monotonic()
         losses: list[float] = []
         try:
             while self.step < cfg.steps and not self._stop:
-                t0 = time.monotonic()
+                t0, c0 = time.monotonic(), time.process_time()
                 loss = self.train_step()
                 self.train_seconds += time.monotonic() - t0
+                self.cpu_seconds += time.process_time() - c0
                 losses.append(loss)
                 row: dict[str, Any] = {"step": self.step, "loss": loss, "lr": self.opt.param_groups[0]["lr"],
                                        "hours": round(self.train_seconds / 3600, 4),
-                                       "cpu_hours": round((time.process_time() - cpu0) / 3600, 4)}
+                                       "cpu_hours": round(self.cpu_seconds / 3600, 4)}
                 if self.step % cfg.valid_every == 0 or self.step == cfg.steps:
                     scores = self._validate_and_keep_best()
                     self._sync_lr_scale()
