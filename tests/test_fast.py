@@ -115,7 +115,7 @@ def test_block_matches_reference(frames):
 
 # ---- fast mode ------------------------------------------------------------------------------------
 
-def _mix(seconds=1.5, seed=0):
+def _mix(seconds=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(int(8000 * seconds)) / 8000
     return (0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.1 * torch.randn(t.shape, generator=g))[None]
