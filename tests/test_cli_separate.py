@@ -315,3 +315,35 @@ def test_output_name_collisions_are_refused(tmp_path, capsys, model):
                                                                  "a.wav_spk1.wav", "a.wav_spk2.wav"]
     code, out, err = run(["separate", a_wav, "-o", tmp_path / "d", "--filename", "{stem}.wav", *model], capsys)
     _assert_clean_error(code, out, err, "{k}")
+
+
+_SIGNAL_SCRIPT = """
+import os, signal, sys
+import mossep.separator as s
+calls = []
+real = s.Separator._forward
+def forward(self, audios):
+    calls.append(1)
+    if len(calls) == 2:  # mid-file: some output is already in the temporary file
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    return real(self, audios)
+s.Separator._forward = forward
+from mossep.cli import main
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("sig, code, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_signal_mid_file_is_one_line_and_leaves_nothing(tmp_path, tiny_model_path, sig, code, word):
+    """Ctrl-C or `kill` during a separation: one line on stderr, 128 + signal, no outputs, no .part files."""
+    src = tone(tmp_path / "long.wav", seconds=6.0)
+    out_dir = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_SCRIPT, sig, "separate", str(src), "-o", str(out_dir),
+                           "--chunk-seconds", "1", "--overlap-seconds", "0.2", "--model", str(tiny_model_path),
+                           "--device", "cpu"], capture_output=True, env=env, timeout=300)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"mossep: {word}"]
+    assert proc.stdout == b""
+    assert list(out_dir.iterdir()) == []  # neither outputs nor hidden temporary files

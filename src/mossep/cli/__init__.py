@@ -1,10 +1,12 @@
 """Command-line interface: a thin layer over the Python API.
 
 Each command module registers its commands on `app`. Errors the user can fix (MossepError)
-print one line on stderr and exit with status 1; Ctrl-C exits with 130.
+print one line on stderr and exit with status 1; Ctrl-C (SIGINT) and SIGTERM print one line and exit with
+128 + the signal number, after the usual clean-up (temporary files removed, no partial outputs).
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 from ..errors import MossepError
@@ -12,13 +14,47 @@ from .app import app
 
 from . import separate, models, evaluate, train  # noqa: E402,F401  (register commands)
 
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+class Stopped(BaseException):
+    """Raised by the signal handler so that `finally` clauses and context managers clean up.
+
+    A BaseException (like KeyboardInterrupt) so that handlers of Exception do not swallow it; not a
+    KeyboardInterrupt, which typer would turn into a silent exit."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
+def _install_handlers() -> dict:
+    """Handle SIGINT/SIGTERM unless they are ignored (e.g. `nohup`, background jobs); returns the old ones."""
+    old = {}
+    for sig in STOP_SIGNALS:
+        try:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, _stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    return old
+
 
 def main(argv: list[str] | None = None) -> None:
+    old = _install_handlers()
     try:
         app(args=argv, prog_name="mossep")  # typer handles usage errors itself (exit 2)
     except MossepError as e:
         print(f"mossep: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("mossep: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Stopped) as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        print(f"mossep: {STOP_SIGNALS[signum]}", file=sys.stderr)
+        sys.exit(128 + signum)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
