@@ -347,3 +347,15 @@ def test_signal_mid_file_is_one_line_and_leaves_nothing(tmp_path, tiny_model_pat
     assert err.strip().splitlines() == [f"mossep: {word}"]
     assert proc.stdout == b""
     assert list(out_dir.iterdir()) == []  # neither outputs nor hidden temporary files
+
+
+@pytest.mark.parametrize("template", ["{stem}_{k", "{stem}_spk{k}}x", "ABS/abs_{k}.wav", "../up_{k}.wav",
+                                      "sub/../../up_{k}.wav"])
+def test_bad_filename_template_is_one_line_error(tmp_path, capsys, model, template):
+    """Malformed braces, or names that would leave the output folder, are refused before anything is written."""
+    template = template.replace("ABS", str(tmp_path))
+    src = tone(tmp_path / "a.wav")
+    out_dir = tmp_path / "deep" / "out"
+    code, out, err = run(["separate", src, "-o", out_dir, "--filename", template, *model], capsys)
+    _assert_clean_error(code, out, err, "--filename")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [src]

@@ -53,7 +53,10 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
     {ext} (the input's extension without the dot)."""
     if template == DEFAULT_FILENAME and fmt.lower() != "wav":
         template = f"{{stem}}_spk{{k}}.{fmt.lower()}"
-    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:  # e.g. an unmatched brace
+        raise MossepError(f"--filename {template!r}: {e}") from None
     unknown = fields - {"stem", "k", "ext"}
     if unknown or "k" not in fields:
         raise MossepError(f"--filename {template!r}: use {{stem}}, {{ext}} and {{k}} (the speaker number), "
@@ -64,6 +67,8 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
         raise MossepError(f"--filename {template!r}: {e}") from None
     if any(not n or n.endswith(("/", "\\")) for n in names):
         raise MossepError(f"--filename {template!r}: gives an empty file name")
+    if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
+        raise MossepError(f"--filename {template!r}: names must stay inside the output folder (no leading / or ..)")
     return names
 
 
