@@ -359,3 +359,13 @@ def test_bad_filename_template_is_one_line_error(tmp_path, capsys, model, templa
     code, out, err = run(["separate", src, "-o", out_dir, "--filename", template, *model], capsys)
     _assert_clean_error(code, out, err, "--filename")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [src]
+
+
+@pytest.mark.parametrize("rate", ["0", "-8000"])
+def test_nonpositive_output_rate_is_refused(tmp_path, capsys, model, rate):
+    """--sample-rate 0 used to mean "the input's rate" silently; it is an error like any rate <= 0."""
+    src = tone(tmp_path / "a.wav")
+    for where in (["-o", tmp_path / "out"], ["--stdout"]):
+        code, out, err = run(["separate", src, *where, "--sample-rate", rate, *model], capsys)
+        _assert_clean_error(code, out, err, "sample rate")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

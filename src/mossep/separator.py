@@ -269,7 +269,7 @@ class Separator:
                 raise MossepError(f"{input_path}: an output would overwrite the input")
         for parent in sorted({p.parent for p in paths}):
             check_writable_dir(parent)
-        out_rate = int(output_rate or inp.sample_rate)
+        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
         if out_rate <= 0:
             raise MossepError(f"output sample rate must be positive, got {out_rate}")
         expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
@@ -288,7 +288,7 @@ class Separator:
         self._check_input(inp)
         if channel is not None and not 1 <= channel <= inp.channels:
             raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
-        out_rate = int(output_rate or inp.sample_rate)
+        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
         if out_rate <= 0:
             raise MossepError(f"output sample rate must be positive, got {out_rate}")
         expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
