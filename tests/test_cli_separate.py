@@ -369,3 +369,19 @@ def test_nonpositive_output_rate_is_refused(tmp_path, capsys, model, rate):
         code, out, err = run(["separate", src, *where, "--sample-rate", rate, *model], capsys)
         _assert_clean_error(code, out, err, "sample rate")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("opts, words", [(["--format", "flac", "--subtype", "FLOAT"], "cannot store FLOAT"),
+                                         (["--filename", "{stem}"], "--filename"),
+                                         (["--filename", "{stem}_{k"], "--filename"),
+                                         (["--sample-rate", "0"], "sample rate"),
+                                         (["-o", "FILE"], "not a directory")])
+def test_batch_bad_options_fail_once_up_front(tmp_path, capsys, model, opts, words):
+    """An option that would fail every file is one error line before any file is read, not one per file."""
+    _tree(tmp_path / "in")
+    (tmp_path / "FILE").write_text("x")
+    opts = [str(tmp_path / "FILE") if o == "FILE" else o for o in opts]
+    code, out, err = run(["batch", tmp_path / "in", "-o", tmp_path / "out", *opts, *model], capsys)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

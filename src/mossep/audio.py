@@ -194,6 +194,8 @@ def peak_gain(peak: float, limit: float = PEAK_LIMIT) -> float:
 
 def check_writable_dir(out_dir: Path) -> None:
     """Create `out_dir` if needed and prove it is writable by creating (and removing) a file there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MossepError(f"{out_dir}: output folder is a file, not a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".mossep-probe-", suffix=".part")

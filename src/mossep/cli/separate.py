@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..audio import STDIN, open_input
+from ..audio import STDIN, check_output_format, open_input
 from ..errors import MossepError
-from ..separator import DEFAULT_FILENAME, Separator
+from ..separator import DEFAULT_FILENAME, Separator, output_names
 from .app import app
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
@@ -176,6 +176,13 @@ def batch(
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
+    # options that would fail every file fail once, before anything is read or written
+    check_output_format(fmt, subtype)
+    output_names(filename, "name", 1, fmt, "wav")
+    if sample_rate is not None and sample_rate <= 0:
+        raise MossepError(f"output sample rate must be positive, got {sample_rate}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MossepError(f"{output_dir}: output folder is a file, not a directory")
     if not input_dir.exists():
         raise MossepError(f"{input_dir}: no such directory")
     if not input_dir.is_dir():
