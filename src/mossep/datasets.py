@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import MossepError
+from .errors import MossepError, reason
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MIX_DIRS = ("mix_clean", "mix_both", "mix_single")  # in order of preference
@@ -216,8 +216,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
     try:
         data, rate = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as e:  # missing, truncated, not audio ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MossepError(f"{path}: cannot read audio ({msg})") from None
+        raise MossepError(f"{path}: cannot read audio ({reason(e)})") from None
     if data.shape[0] == 0:
         raise MossepError(f"{path}: audio file is empty")
     audio = data.mean(axis=1)

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import MossepError
+from .errors import MossepError, reason
 from .fsutil import atomic_path
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
@@ -40,7 +40,7 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
     try:
         info = sf.info(str(path))
     except Exception as e:
-        raise MossepError(f"{path}: cannot read audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise MossepError(f"{path}: cannot read audio ({reason(e)})") from None
     cached = None
     if info.samplerate != sample_rate:
         st = path.stat()

@@ -25,7 +25,7 @@ import yaml
 from . import dynamic_mix as dm
 from . import train_data as td
 from .checkpoints import load_checkpoint, save_native
-from .errors import MossepError
+from .errors import MossepError, reason
 from .fsutil import atomic_path
 from .metrics import best_permutation, pit_si_snr_loss, si_snr
 from .models import ModelConfig, build_model, preset
@@ -81,7 +81,7 @@ class TrainConfig:
             else:
                 data = yaml.safe_load(text) or {}
         except Exception as e:
-            raise MossepError(f"{path}: invalid config ({str(e).splitlines()[0]})") from None
+            raise MossepError(f"{path}: invalid config ({reason(e)})") from None
         if not isinstance(data, dict):
             raise MossepError(f"{path}: config must be a mapping of option: value")
         known = {f.name for f in fields(cls)}
@@ -216,7 +216,7 @@ class Trainer:
         try:
             st = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise MossepError(f"{path}: cannot read training state ({str(e).splitlines()[0]})") from None
+            raise MossepError(f"{path}: cannot read training state ({reason(e)})") from None
         if st.get("model_config") != self.mcfg.to_dict():
             raise MossepError(f"{path}: saved model configuration differs from this run's")
         self.model.load_state_dict(st["model"])

@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..errors import MossepError
+from ..errors import MossepError, reason
 
 
 def torch_load_tensors(path: Path) -> dict:
@@ -17,8 +17,7 @@ def torch_load_tensors(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, not a torch file ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MossepError(f"{path}: cannot read checkpoint ({msg})") from None
+        raise MossepError(f"{path}: cannot read checkpoint ({reason(e)})") from None
 
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:

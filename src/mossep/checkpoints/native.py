@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import MossepError
+from ..errors import MossepError, reason
 from ..fsutil import atomic_path
 from ..models import ModelConfig, build_model
 from ..models.mossformer import Separator
@@ -62,7 +62,7 @@ def read_header(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as e:
-        raise MossepError(f"{path}: not a readable safetensors checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise MossepError(f"{path}: not a readable safetensors checkpoint ({reason(e)})") from None
     if header.get("format") != FORMAT:
         raise MossepError(f"{path}: safetensors file is not a mossep checkpoint (no 'format: mossep' header)")
     return header
@@ -83,7 +83,7 @@ def load_native(path: Path) -> tuple[Separator, dict[str, Any]]:
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise MossepError(f"{path}: cannot read tensors ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise MossepError(f"{path}: cannot read tensors ({reason(e)})") from None
     for alias, stored in aliases.items():
         if stored in state:
             state[alias] = state[stored]

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..audio import STDIN, check_output_format, open_input
-from ..errors import MossepError
+from ..errors import MossepError, reason
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from .app import app
 
@@ -219,8 +219,8 @@ def batch(
                 rep.error(str(e))
             except Exception as e:  # a model or I/O failure on one file must not stop the batch
                 failed.append(str(f))
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                rep.error(f"{f}: {type(e).__name__}{': ' + first if first else ''}")
+                text = reason(e)
+                rep.error(f"{f}: {type(e).__name__}" + ("" if text == type(e).__name__ else f": {text}"))
             rep.progress.advance(overall)
     summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), {len(failed)} failed"
     rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False)
