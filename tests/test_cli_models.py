@@ -140,3 +140,39 @@ def test_convert_modelscope_kit(capsys, tmp_path):
     assert converted.metadata["source_format"] == "modelscope"
     assert converted.metadata["sample_rate_source"].startswith("fixed")
     assert same_output(converted.model, load_checkpoint(src).model)
+
+
+class _Code:  # a class that a weights-only load refuses
+    pass
+
+
+def _unreadable_checkpoints(folder: Path) -> dict[str, Path]:
+    import os
+    import pickle
+    import shutil
+
+    folder.mkdir()
+    files = {"random": folder / "random_8k.pt", "code": folder / "code_8k.pt", "object": folder / "object_8k.pt"}
+    files["random"].write_bytes(bytes(range(256)) * 40)
+    files["code"].write_bytes(pickle.dumps({"x": os.system}, protocol=4))  # protocol 4 also makes torch warn
+    torch.save({"a": _Code()}, files["object"])
+    kit = folder / "truncated"
+    shutil.copytree(FIXTURES / "mossformer_8k" / "tiny_checkpoint", kit)
+    data = (kit / "masknet.bin").read_bytes()
+    (kit / "masknet.bin").write_bytes(data[: len(data) // 2])
+    files["truncated"] = kit
+    return files
+
+
+@pytest.mark.parametrize("case, words", [("random", "refused"), ("code", "refused"), ("object", "refused"),
+                                         ("truncated", "truncated or corrupt")])
+def test_unreadable_torch_checkpoint_is_a_short_line(capsys, tmp_path, recwarn, case, words):
+    """torch.load's own messages run to several sentences (advising weights_only=False); mossep says what is
+    wrong in one short line, and torch's warnings do not reach the terminal."""
+    path = _unreadable_checkpoints(tmp_path / "ck")[case]
+    code, out, err = run(capsys, "info", str(path))
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith(f"mossep: error: {path}") and words in lines[0]
+    assert "weights_only" not in err and "PyTorch 2.6" not in err and len(lines[0]) - len(str(path)) < 200
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
