@@ -250,3 +250,14 @@ def test_native_round_trip(tmp_path, cfg):
     with pytest.raises(MossepError) as e:
         load_checkpoint(path, sample_rate=16000)
     assert_one_line_error(e, "--model-rate 16000")
+
+
+@pytest.mark.parametrize("missing", ["configuration.json", "encoder.bin", "decoder.bin", "masknet.bin"])
+def test_modelscope_dir_missing_one_file_is_named(tmp_path, missing):
+    """An official folder that lost a file says which one (it said 'not a known model layout' for
+    configuration.json or masknet.bin)."""
+    kit = tmp_path / "speech_mossformer_separation_temporal_8k"
+    shutil.copytree(KIT2.parent / "mossformer_8k" / "tiny_checkpoint", kit)
+    (kit / missing).unlink()
+    with pytest.raises(MossepError, match=f"lacks {missing}"):
+        load_checkpoint(kit)

@@ -13,7 +13,11 @@ FILES = ("configuration.json", "encoder.bin", "decoder.bin", "masknet.bin")
 
 
 def is_modelscope_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "configuration.json").is_file() and (path / "masknet.bin").exists()
+    """A folder with any of the official files (load_modelscope then names a missing one); a ClearerVoice
+    folder (pointer file) is not one."""
+    if not path.is_dir() or any((path / p).is_file() for p in ("last_best_checkpoint", "last_checkpoint")):
+        return False
+    return any((path / name).exists() for name in FILES)
 
 
 def config_from_modelscope(model_section: dict, sample_rate: int = 8000) -> ModelConfig:
