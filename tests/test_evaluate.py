@@ -202,3 +202,26 @@ def test_cli_with_tiny_model(tiny_model_path, tmp_path, capsys):
     assert item["id"] == "item10" and np.isfinite(item["si_snr"]) and item["process_s"] > 0
     assert item["rtf"] == pytest.approx(item["process_s"] / item["duration_s"])
     assert data["summary"]["rtf"] == pytest.approx(item["rtf"])
+
+
+@pytest.mark.parametrize("bad, words", [("item10_source1.wav", "NaN or infinite"), ("item10_mix.wav", "NaN or infinite"),
+                                        ("short", "too short")])
+def test_cli_bad_audio_names_the_file(tiny_model_path, tmp_path, capsys, bad, words):
+    """A NaN reference used to score as NaN with exit 0; a NaN or too-short mixture was reported as 'mixture: ...'
+    without saying which file."""
+    data = tmp_path / "set"
+    data.mkdir()
+    for name in ("item10_mix.wav", "item10_source1.wav", "item10_source2.wav"):
+        x, sr = sf.read(str(DEVSET / name))
+        if bad == "short":
+            x = x[:10]
+        elif name == bad:
+            x[100] = np.nan
+        sf.write(str(data / name), x, sr, subtype="FLOAT")
+    js = tmp_path / "r.json"
+    code = _cli("evaluate", data, "--model", tiny_model_path, "--device", "cpu", "--quiet", "--json", js)
+    out, err = capsys.readouterr()
+    target = data / ("item10_mix.wav" if bad == "short" else bad)
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"mossep: error: {target}: ") and words in err
+    assert not js.exists()

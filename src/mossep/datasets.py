@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .audio import check_finite
 from .errors import MossepError, reason
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -219,6 +220,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
         raise MossepError(f"{path}: cannot read audio ({reason(e)})") from None
     if data.shape[0] == 0:
         raise MossepError(f"{path}: audio file is empty")
+    check_finite(data, str(path))
     audio = data.mean(axis=1)
     if sample_rate is not None and sample_rate != rate:
         audio, rate = resample(audio, rate, sample_rate), sample_rate

@@ -163,7 +163,10 @@ def evaluate_item(item: Item, separator: SeparatorLike | None = None, estimates:
             raise MossepError(f"{item.mix}: the model separates {separator.num_speakers} speakers "
                               f"but the item has {len(item.sources)} references")
         start = time.perf_counter()
-        out = np.asarray(separator.separate(mix_native.astype(np.float32), mix_rate), dtype=np.float64)
+        try:
+            out = np.asarray(separator.separate(mix_native.astype(np.float32), mix_rate), dtype=np.float64)
+        except MossepError as e:  # e.g. too short for the model: say which file
+            raise MossepError(f"{item.mix}: {str(e).removeprefix('mixture: ')}") from None
         process_s = time.perf_counter() - start
         est, est_names = resample(out, mix_rate, rate), [f"estimate {k + 1} of {item.mix}" for k in range(len(out))]
         if est.ndim != 2 or est.shape[0] != len(item.sources):
