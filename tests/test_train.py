@@ -168,3 +168,27 @@ def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
     second = dm.load_speaker_folders([tmp_path / "set16k"], SR)
     for k in first:
         np.testing.assert_array_equal(first[k][0], second[k][0])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("steps: abc\n", "steps: expected a whole number"), ("batch_size: 0\n", "batch_size: must be greater than 0"),
+    ("segment_seconds: -1\n", "segment_seconds"), ("lr: .nan\n", "lr: expected a number"),
+    ("size: huge\n", "unknown model size"), ("arch: rnn\n", "unknown architecture"),
+    ("model: {foo: 1}\n", "unknown model settings"), ("model: 5\n", "model: expected a mapping"),
+    ("device: gpu\n", "device"), ("train_dirs: {a: 1}\n", "train_dirs"),
+    ("train_dirs: NOPE\n", "nope: training folder not found"), ("lr: 1e-3\nbatch_size: -2\n", "batch_size")])
+def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsys, text, words):
+    """Bad values in a config file used to end in tracebacks (or, for a folder given as a string, in a walk
+    over the root folder letter by letter); now one line naming the option, and no output folder."""
+    from mossep.cli import main
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text.replace("NOPE", str(tmp_path / "nope")))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "-c", str(cfg), "-o", str(out), "--train-set",
+              str(Path(__file__).parent / "fixtures" / "libri2mix"), "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and len(lines) == 1 and lines[0].startswith("mossep: error: "), lines
+    assert words in lines[0]
+    assert not out.exists()

@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,6 +91,74 @@ class TrainConfig:
         return data
 
 
+# option -> (kind, lower bound, lower bound allowed?); options that may be None are in _OPTIONAL
+_NUMBERS = {
+    "sample_rate": (int, 0, False), "batch_size": (int, 0, False), "steps": (int, 0, False),
+    "warmup_steps": (int, 0, True), "plateau_patience": (int, 0, False), "valid_every": (int, 0, False),
+    "valid_count": (int, 0, False), "checkpoint_every": (int, 0, False), "seed": (int, None, True),
+    "threads": (int, 0, False), "segment_seconds": (float, 0, False), "gain_db": (float, 0, True),
+    "speed_perturb": (float, 0, True), "lr": (float, 0, False), "weight_decay": (float, 0, True),
+    "clip_grad": (float, 0, True), "plateau_factor": (float, 0, False), "min_lr": (float, 0, True),
+    "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
+}
+_OPTIONAL = ("init", "threads", "max_minutes")
+_LISTS = ("train_dirs", "train_sets", "valid_dirs")
+
+
+def checked_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its values checked (MossepError naming the option otherwise) and a single folder given as a
+    string turned into a one-item list (a string used to be iterated letter by letter: "/data" read "/")."""
+    def bad(name: str, what: str) -> MossepError:
+        return MossepError(f"training option {name}: {what}, got {getattr(cfg, name)!r}")
+
+    values = {}
+    for name in _LISTS:
+        v = getattr(cfg, name)
+        v = [v] if isinstance(v, (str, Path)) else v
+        if not isinstance(v, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in v):
+            raise bad(name, "expected a folder or a list of folders")
+        values[name] = [str(p) for p in v]
+    for name, (kind, low, inclusive) in _NUMBERS.items():
+        v = getattr(cfg, name)
+        if v is None and name in _OPTIONAL:
+            continue
+        if isinstance(v, str):  # YAML reads 1e-3 (no dot) as text
+            try:
+                v = values[name] = kind(v)
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int) or not math.isfinite(v):
+            raise bad(name, "expected a whole number" if kind is int else "expected a number")
+        if low is not None and (v < low or (v == low and not inclusive)):
+            raise bad(name, f"must be {'at least' if inclusive else 'greater than'} {low}")
+    if values.get("speed_perturb", cfg.speed_perturb) >= 1:
+        raise bad("speed_perturb", "must be below 1")
+    if values.get("plateau_factor", cfg.plateau_factor) > 1:
+        raise bad("plateau_factor", "must be at most 1")
+    for name in ("out_dir", "arch", "size", "device") + (("init",) if cfg.init is not None else ()):
+        if not isinstance(getattr(cfg, name), str):
+            raise bad(name, "expected text")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise bad("device", "expected auto, cpu or cuda")
+    if not isinstance(cfg.model, dict):
+        raise bad("model", "expected a mapping of model settings (e.g. d_model: 192)")
+    unknown = sorted(set(cfg.model) - {f.name for f in fields(ModelConfig)})
+    if unknown:
+        raise MossepError(f"training option model: unknown model settings {unknown}")
+    for name in ("bf16", "quiet"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise bad(name, "expected true or false")
+    out = replace(cfg, **values)
+    if not cfg.init:
+        try:
+            model_config(out)
+        except (TypeError, ValueError) as e:
+            raise MossepError(f"training options size/arch/model: {e}") from None
+    if not (out.train_dirs or out.train_sets):
+        raise MossepError("no training data: give --train-dir (SET/<speaker>/*.flac) or --train-set (mixture set)")
+    return out
+
+
 def model_config(cfg: TrainConfig) -> ModelConfig:
     return preset(cfg.size, arch=cfg.arch, sample_rate=cfg.sample_rate, **cfg.model)
 
@@ -135,7 +203,7 @@ def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]],
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None):
-        self.cfg = cfg
+        self.cfg = cfg = checked_config(cfg)
         self.world, self.rank, local = _dist_info()
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "gloo"
@@ -146,11 +214,6 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.progress = progress
         self.main = self.rank == 0
-        if self.main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise MossepError(f"{self.out}: cannot create output folder ({e.strerror})") from None
 
         if cfg.init:
             loaded = load_checkpoint(cfg.init)
@@ -170,8 +233,6 @@ class Trainer:
         self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         sr = self.mcfg.sample_rate
-        if not (cfg.train_dirs or cfg.train_sets):
-            raise MossepError("no training data: give --train-dir (SET/<speaker>/*.flac) or --train-set (mixture set)")
         segment = int(cfg.segment_seconds * sr)
         self.data: list = []
         if cfg.train_dirs:
@@ -194,6 +255,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.cpu_seconds = 0.0  # process CPU time of the training steps, all threads, across resumes
         self._stop = False
+        if self.main:  # only once the options, model and data are known to be good
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise MossepError(f"{self.out}: cannot create output folder ({e.strerror})") from None
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
