@@ -225,3 +225,29 @@ def test_cli_bad_audio_names_the_file(tiny_model_path, tmp_path, capsys, bad, wo
     assert code == 1 and out == "" and err.count("\n") == 1, err
     assert err.startswith(f"mossep: error: {target}: ") and words in err
     assert not js.exists()
+
+
+def test_unwritable_report_folder_fails_before_scoring(tmp_path, capsys, monkeypatch):
+    """--json/--csv into a folder that cannot be written: one line before the (long) evaluation, not a
+    traceback after it."""
+    import errno
+    import tempfile
+
+    import mossep.cli.evaluate as cli_evaluate
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(cli_evaluate, "evaluate_dataset", lambda *a, **k: pytest.fail("evaluated anyway"))
+    for opt in ("--json", "--csv"):
+        assert _cli("evaluate", DEVSET, "--estimates", ESTIMATES, opt, folder / "r.out") == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"mossep: error: {folder}") and "not writable" in err and err.count("\n") == 1, err
+    assert list(folder.iterdir()) == []

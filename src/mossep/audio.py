@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from .errors import MossepError
-from .fsutil import atomic_path
+from .fsutil import atomic_path, check_writable
 
 STDIN = "-"
 BLOCK_FRAMES = 1 << 16
@@ -198,11 +198,9 @@ def check_writable_dir(out_dir: Path) -> None:
         raise MossepError(f"{out_dir}: output folder is a file, not a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".mossep-probe-", suffix=".part")
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
         raise MossepError(f"{out_dir}: output directory is not writable ({e.strerror or e})") from None
+    check_writable(out_dir)
 
 
 class SpeakerSink:

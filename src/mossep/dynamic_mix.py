@@ -57,7 +57,7 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
             with atomic_path(cached) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, x)
-        except OSError:
+        except (OSError, MossepError):
             pass  # caching is an optimisation only
     return x
 

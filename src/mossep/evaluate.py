@@ -18,6 +18,7 @@ import numpy as np
 
 from .datasets import AUDIO_SUFFIXES, Item, find_items, read_audio, resample
 from .errors import MossepError
+from . import fsutil
 from .fsutil import atomic_path
 from .metrics import SDR_FILTER_LENGTH, sdr_improvement, si_snr_improvement
 
@@ -254,6 +255,7 @@ def check_writable(path: str | Path, overwrite: bool) -> None:
         raise MossepError(f"{path}: already exists (use --overwrite to replace it)")
     if not path.parent.is_dir():
         raise MossepError(f"{path}: folder {path.parent} does not exist")
+    fsutil.check_writable(path.parent)
 
 
 def _atomic(path: str | Path, overwrite: bool):

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import MossepError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -23,7 +25,10 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(str(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise MossepError(f"{path}: cannot write there ({e.strerror or e})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -32,3 +37,14 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | Path) -> None:
+    """Prove that files can be created in an existing `folder` by creating and removing one; a MossepError
+    naming the folder otherwise (checked before long work whose result goes there)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mossep-probe-", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MossepError(f"{folder}: output directory is not writable ({e.strerror or e})") from None

@@ -9,7 +9,7 @@ import torch
 
 from .. import __version__
 from ..errors import MossepError
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, check_writable
 from ..models.mossformer import Separator
 from . import LoadedModel, load_checkpoint
 from .native import SUFFIX, load_native, save_native
@@ -82,6 +82,7 @@ def convert(src: str | Path, out: str | Path, sample_rate: int | None = None, ov
         raise MossepError(f"{out}: already exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
         raise MossepError(f"{out}: folder {out.parent} does not exist")
+    check_writable(out.parent)
     loaded = load_checkpoint(src, sample_rate)
     metadata = {
         **loaded.metadata,

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..audio import STDIN, check_output_format, open_input
+from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..errors import MossepError, reason
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from .app import app
@@ -190,6 +190,7 @@ def batch(
     files = find_audio(input_dir, glob or [], output_dir.resolve())
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
+    check_writable_dir(output_dir)
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
     done = skipped = 0
