@@ -195,3 +195,24 @@ def test_convert_into_unwritable_folder_is_one_line(capsys, tmp_path, tiny_model
     code, out, err = run(capsys, "convert", str(tiny_model_path), str(folder / "m.safetensors"))
     assert code == 1 and out == "" and err.count("\n") == 1 and "not writable" in err, err
     assert list(folder.iterdir()) == []
+
+
+def test_shared_options_are_defined_once():
+    """--model, --model-rate, --device, --threads, --fast and the chunk options mean the same in every command
+    that has them: the same option objects, hence the same help."""
+    import inspect
+
+    import typer
+
+    from mossep.cli import options
+    from mossep.cli.app import app
+
+    shared = {o.param_decls[0]: o for o in vars(options).values() if isinstance(o, typer.models.OptionInfo)}
+    seen = 0
+    for cmd in app.registered_commands:
+        for param in inspect.signature(cmd.callback).parameters.values():
+            opt = param.default
+            if isinstance(opt, typer.models.OptionInfo) and opt.param_decls and opt.param_decls[0] in shared:
+                assert opt is shared[opt.param_decls[0]], (cmd.callback.__name__, opt.param_decls[0])
+                seen += 1
+    assert seen == 23  # separate, batch and evaluate 7 each, info and convert 1 each

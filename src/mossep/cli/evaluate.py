@@ -14,6 +14,7 @@ from rich.table import Table
 from ..errors import MossepError
 from ..datasets import find_items
 from ..evaluate import EvalReport, ItemScore, check_writable, evaluate_dataset, write_csv, write_json
+from . import options
 from .app import app
 
 
@@ -56,21 +57,18 @@ def summary_line(report: EvalReport) -> str:
 def evaluate(
     dataset: Path = typer.Argument(..., help="LibriMix split folder (mix_clean/, s1/, s2/), a folder of "
                                              "<id>_mix.wav + <id>_source1.wav ..., or a mix,s1,s2 CSV manifest."),
-    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer "
-                                         "directory or a ClearerVoice checkpoint. Default: the bundled model."),
+    model: Optional[str] = options.MODEL,
     estimates: Optional[Path] = typer.Option(None, "--estimates", help="Score separations already on disk "
                                              "(<id>_source1.wav or <stem>_spk1.wav ...) instead of running a model."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per item as CSV."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N items."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    chunk_seconds: Optional[float] = typer.Option(None, "--chunk-seconds", help="Separate long inputs in chunks "
-                                                  "of this length (as `mossep separate`)."),
-    overlap_seconds: Optional[float] = typer.Option(None, "--overlap-seconds", help="Overlap between chunks."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model."),
-    fast: bool = typer.Option(False, "--fast", help="Use the faster inference path (as `mossep separate --fast`)."),
-    model_rate: Optional[int] = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does "
-                                             "not store it (ClearerVoice MossFormer2)."),
+    device: str = options.DEVICE,
+    chunk_seconds: Optional[float] = options.CHUNK,
+    overlap_seconds: Optional[float] = options.OVERLAP,
+    threads: Optional[int] = options.THREADS,
+    fast: bool = options.FAST,
+    model_rate: Optional[int] = options.MODEL_RATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--csv files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
 ) -> None:

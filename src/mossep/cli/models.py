@@ -12,10 +12,8 @@ from rich.table import Table
 from ..checkpoints import load_checkpoint
 from ..checkpoints.convert import convert as convert_checkpoint
 from ..checkpoints.convert import describe
+from . import options
 from .app import app
-
-MODEL_RATE_HELP = ("Sample rate of a checkpoint that does not store one (ClearerVoice MossFormer2); "
-                   "by default read from its folder/file name (8k, 16K).")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -54,7 +52,7 @@ def info_table(summary: dict[str, Any]) -> Table:
 def info(
     model: Path = typer.Argument(..., help="Checkpoint: mossep .safetensors, ModelScope MossFormer folder, "
                                              "or ClearerVoice MossFormer2 folder/.pt file."),
-    model_rate: Optional[int] = typer.Option(None, "--model-rate", help=MODEL_RATE_HELP),
+    model_rate: Optional[int] = options.MODEL_RATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Show a checkpoint's architecture, sample rate, speakers, configuration, size and metadata."""
@@ -69,7 +67,7 @@ def info(
 def convert(
     src: Path = typer.Argument(..., help="Checkpoint in any format mossep loads."),
     out: Path = typer.Argument(..., help="Output file, .safetensors (mossep's own format)."),
-    model_rate: Optional[int] = typer.Option(None, "--model-rate", help=MODEL_RATE_HELP),
+    model_rate: Optional[int] = options.MODEL_RATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Convert a checkpoint to mossep's .safetensors format, checking that the result computes the same output."""

@@ -14,21 +14,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..errors import MossepError, reason
 from ..separator import DEFAULT_FILENAME, Separator, output_names
+from . import options
 from .app import app
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
                     ".w64", ".rf64")
 
-# Options shared by both commands
-_MODEL = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer "
-                      "directory or a ClearerVoice checkpoint. Default: the bundled model.")
-_MODEL_RATE = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does not store it.")
-_DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
-_THREADS = typer.Option(None, "--threads", help="CPU threads for torch.")
-_FAST = typer.Option(False, "--fast", help="Use the faster inference path (mossep.fast).")
-_CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long inputs; 0 = whole file at once. "
-                      "[default: 8]")
-_OVERLAP = typer.Option(None, "--overlap-seconds", help="Overlap between chunks. [default: 1]")
+# Options shared by both commands (those shared with other commands too are in .options)
 _FILENAME = typer.Option(DEFAULT_FILENAME, "--filename", help="Output name template: {stem} = input name without "
                          "extension, {ext} = its extension, {k} = speaker number (1, 2, ...).")
 
@@ -101,10 +93,11 @@ def separate(
     output_dir: Optional[Path] = typer.Option(None, "-o", "--output-dir", help="Folder for the outputs."),
     stdout: bool = typer.Option(False, "--stdout", help="Write one WAV to stdout, channel k = speaker k."),
     filename: str = _FILENAME, fmt: Format = _FORMAT, subtype: Subtype = _SUBTYPE, sample_rate: Optional[int] = _RATE,
-    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = _CHUNK,
-    overlap_seconds: Optional[float] = _OVERLAP, overwrite: bool = _OVERWRITE, model: Optional[Path] = _MODEL,
-    model_rate: Optional[int] = _MODEL_RATE, device: str = _DEVICE, threads: Optional[int] = _THREADS,
-    fast: bool = _FAST, quiet: bool = _QUIET,
+    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = options.CHUNK,
+    overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
+    model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
+    device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
+    quiet: bool = _QUIET,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -169,10 +162,11 @@ def batch(
     glob: Optional[List[str]] = typer.Option(None, "--glob", help="File pattern (repeatable), e.g. '*.flac'. "
                                              "[default: common audio extensions]"),
     filename: str = _FILENAME, fmt: Format = _FORMAT, subtype: Subtype = _SUBTYPE, sample_rate: Optional[int] = _RATE,
-    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = _CHUNK,
-    overlap_seconds: Optional[float] = _OVERLAP, overwrite: bool = _OVERWRITE, model: Optional[Path] = _MODEL,
-    model_rate: Optional[int] = _MODEL_RATE, device: str = _DEVICE, threads: Optional[int] = _THREADS,
-    fast: bool = _FAST, quiet: bool = _QUIET,
+    channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = options.CHUNK,
+    overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
+    model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
+    device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
+    quiet: bool = _QUIET,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)

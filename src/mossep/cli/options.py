@@ -1,0 +1,13 @@
+"""Options that several commands share (separate, batch, evaluate, info, convert), defined once."""
+import typer
+
+MODEL = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer "
+                     "directory or a ClearerVoice checkpoint. Default: the bundled model.")
+MODEL_RATE = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does not store one "
+                          "(ClearerVoice MossFormer2); by default read from its folder/file name (8k, 16K).")
+DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+THREADS = typer.Option(None, "--threads", help="CPU threads for torch.")
+FAST = typer.Option(False, "--fast", help="Use the faster inference path (mossep.fast).")
+CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long inputs; 0 = whole file at once. "
+                     "[default: 8]")
+OVERLAP = typer.Option(None, "--overlap-seconds", help="Overlap between chunks. [default: 1]")
