@@ -149,3 +149,18 @@ def test_read_audio(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"RIFF1234WAVEjunk")
     with pytest.raises(MossepError, match=r"bad.wav: cannot read audio"):
         read_audio(tmp_path / "bad.wav")
+
+
+def test_resample_keeps_float32_training_audio_bit_exact():
+    """dynamic_mix resamples through datasets.resample: float32 stays float32, bit-identical to soxr's float32
+    path it used before (so cached and speed-perturbed training audio did not change); other input in float64."""
+    import soxr
+
+    from mossep.datasets import resample
+
+    x = np.random.default_rng(3).standard_normal(9000).astype(np.float32)
+    y = resample(x, 16000, 8000)
+    assert y.dtype == np.float32 and np.array_equal(y, soxr.resample(x, 16000, 8000, quality="HQ"))
+    z = resample(x.astype(np.float64), 16000, 8000)
+    assert z.dtype == np.float64 and np.array_equal(z, soxr.resample(x.astype(np.float64), 16000, 8000, quality="HQ"))
+    assert np.array_equal(resample(x[None, :], 16000, 8000)[0], y)

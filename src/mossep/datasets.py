@@ -228,12 +228,14 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
 
 
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Band-limited resampling (soxr, high quality) of [..., T] along the last axis."""
+    """Band-limited resampling (soxr, high quality) of [..., T] along the last axis; float32 audio is resampled
+    in float32 (as training data is), anything else in float64."""
     if rate == target:
         return audio
     import soxr
 
-    a = np.asarray(audio, dtype=np.float64)
+    a = np.asarray(audio)
+    a = a if a.dtype == np.float32 else a.astype(np.float64)
     if a.ndim == 1:
         return soxr.resample(a, rate, target, quality="HQ")
     return np.stack([soxr.resample(ch, rate, target, quality="HQ") for ch in a.reshape(-1, a.shape[-1])]).reshape(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from .datasets import resample
 from .errors import MossepError, reason
 from .fsutil import atomic_path
 
@@ -51,7 +51,7 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
     x, sr = sf.read(str(path), dtype="float32", always_2d=True)
     x = x.mean(axis=1)
     if cached is not None:
-        x = soxr.resample(x, sr, sample_rate, quality="HQ").astype(np.float32)
+        x = resample(x, sr, sample_rate)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as tmp:
@@ -119,7 +119,7 @@ def make_mixture(speakers: dict[str, list[np.ndarray]], spec: MixSpec, rng: np.r
             # play `factor` times faster: resample to sample_rate / factor, keep the nominal rate
             need = int(spec.segment_samples * factor) + 64
             x = _crop(x, min(len(x), need), rng)
-            x = soxr.resample(x, sample_rate, int(round(sample_rate / factor))).astype(np.float32)
+            x = resample(x, sample_rate, int(round(sample_rate / factor)))
         x = _crop(x, spec.segment_samples, rng)
         level_db = -25.0 + float(rng.uniform(-spec.gain_db / 2, spec.gain_db / 2))
         sources.append(x / _rms(x) * 10 ** (level_db / 20))
