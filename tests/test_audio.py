@@ -137,3 +137,16 @@ def test_sink_stream_is_one_multichannel_wav(tmp_path):
     assert sr == 16000 and y.shape == (300, 2)
     np.testing.assert_allclose(y.T, x, atol=1e-7)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_channel_is_the_one_channel_rule():
+    """One rule (and message) for --channel everywhere: the Separator's up-front check and the block reader."""
+    from mossep.audio import check_channel, select_channel
+
+    check_channel("a.wav", 2, None)
+    check_channel("a.wav", 2, 2)
+    for bad in (0, 3, -1):
+        with pytest.raises(MossepError, match=r"a.wav: has 2 channel\(s\); --channel"):
+            check_channel("a.wav", 2, bad)
+    with pytest.raises(MossepError, match="--channel 3 does not exist"):
+        select_channel(np.zeros((4, 2), np.float32), 3, "a.wav")

@@ -89,14 +89,19 @@ def open_input(path: str | Path, stdin: BinaryIO | None = None) -> InputAudio:
     return InputAudio(name, stem, int(rate), int(channels), int(frames), source)
 
 
+def check_channel(name: str, channels: int, channel: int | None) -> None:
+    """`channel` (1 = first; None = the downmix) must exist in an input with `channels` channels."""
+    if channel is not None and not 1 <= channel <= channels:
+        raise MossepError(f"{name}: has {channels} channel(s); --channel {channel} does not exist")
+
+
 def select_channel(block: np.ndarray, channel: int | None, name: str = "input") -> np.ndarray:
     """[t, ch] -> [t]: the mean of the channels, or channel number `channel` (1 = first)."""
     if block.ndim == 1:
         block = block[:, None]
     if channel is None:
         return block.mean(axis=1, dtype=np.float64).astype(np.float32)
-    if not 1 <= channel <= block.shape[1]:
-        raise MossepError(f"{name}: has {block.shape[1]} channel(s); --channel {channel} does not exist")
+    check_channel(name, block.shape[1], channel)
     return np.ascontiguousarray(block[:, channel - 1], dtype=np.float32)
 
 
@@ -107,8 +112,7 @@ def check_finite(block: np.ndarray, name: str) -> None:
 
 def read_mono_blocks(inp: InputAudio, channel: int | None, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
     """The input as float32 mono blocks at its own rate, each checked for NaN/Inf."""
-    if channel is not None and not 1 <= channel <= inp.channels:
-        raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
+    check_channel(inp.name, inp.channels, channel)
     try:
         with inp.open() as f:
             while True:

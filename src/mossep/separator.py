@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .audio import (InputAudio, SpeakerSink, StreamResampler, check_finite, check_output_format,
+from .audio import (InputAudio, SpeakerSink, StreamResampler, check_channel, check_finite, check_output_format,
                     check_writable_dir, open_input, read_mono_blocks, resample_blocks, resampled_length)
 from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
@@ -226,6 +226,21 @@ class Separator:
                               f"needs at least {self.config.min_samples} samples at {self.sample_rate} Hz)")
         return n_model
 
+    def _open(self, input_path: str | Path, stdin: BinaryIO | None, channel: int | None) -> InputAudio:
+        """Open and check an input (readable, long enough, has `channel`)."""
+        inp = open_input(input_path, stdin)
+        self._check_input(inp)
+        check_channel(inp.name, inp.channels, channel)
+        return inp
+
+    @staticmethod
+    def _output_rate(inp: InputAudio, output_rate: int | None) -> tuple[int, int]:
+        """(output rate, output length): the input's rate unless another is asked for."""
+        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
+        if out_rate <= 0:
+            raise MossepError(f"output sample rate must be positive, got {out_rate}")
+        return out_rate, resampled_length(inp.frames, inp.sample_rate, out_rate)
+
     def _pump(self, inp: InputAudio, sink: SpeakerSink, channel: int | None, out_rate: int,
               progress: Progress | None) -> None:
         sr = self.sample_rate
@@ -255,10 +270,7 @@ class Separator:
         paths = self.output_paths(input_path, out_dir, filename, fmt)
         if len(set(paths)) != len(paths):
             raise MossepError(f"--filename {filename!r}: gives the same name to several speakers")
-        inp = open_input(input_path, stdin)
-        self._check_input(inp)
-        if channel is not None and not 1 <= channel <= inp.channels:
-            raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
+        inp = self._open(input_path, stdin, channel)
         if not overwrite:
             existing = [p for p in paths if p.exists()]
             if existing:
@@ -269,10 +281,7 @@ class Separator:
                 raise MossepError(f"{input_path}: an output would overwrite the input")
         for parent in sorted({p.parent for p in paths}):
             check_writable_dir(parent)
-        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
-        if out_rate <= 0:
-            raise MossepError(f"output sample rate must be positive, got {out_rate}")
-        expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
+        out_rate, expected = self._output_rate(inp, output_rate)
         with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
             self._pump(inp, sink, channel, out_rate, progress)
             sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
@@ -284,14 +293,8 @@ class Separator:
                            stdin: BinaryIO | None = None) -> None:
         """Separate one file ("-" = stdin) into a single WAV on `stream` whose channel k is speaker k."""
         check_output_format("wav", subtype)
-        inp = open_input(input_path, stdin)
-        self._check_input(inp)
-        if channel is not None and not 1 <= channel <= inp.channels:
-            raise MossepError(f"{inp.name}: has {inp.channels} channel(s); --channel {channel} does not exist")
-        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
-        if out_rate <= 0:
-            raise MossepError(f"output sample rate must be positive, got {out_rate}")
-        expected = resampled_length(inp.frames, inp.sample_rate, out_rate)
+        inp = self._open(input_path, stdin, channel)
+        out_rate, expected = self._output_rate(inp, output_rate)
         with SpeakerSink(self.num_speakers, None, expected) as sink:
             self._pump(inp, sink, channel, out_rate, progress)
             sink.commit_stream(stream, out_rate, subtype, inp.name, note or log.warning)
