@@ -215,3 +215,12 @@ def test_peak_memory_does_not_grow_with_length(tiny_model_path, tmp_path):
         peaks[minutes] = int(proc.stdout.split()[-1]) / 1024
     # 16x the audio (61 MB more as float32 in and out) must cost almost no extra memory
     assert peaks[4] < peaks[0.25] + 25, peaks
+
+
+def test_channels_first_array_is_refused_with_a_hint(sep, rng):
+    """A [channels, T] array (the torch/librosa layout) used to be averaged over its T 'channels' and then fail
+    as 'too short (0 samples)'; it is refused with the fix in the message, and [T, channels] still works."""
+    x = (0.1 * rng.standard_normal((2, 16000))).astype(np.float32)
+    with pytest.raises(MossepError, match=r"\(2, 16000\).*mix\.T"):
+        sep.separate(x, 16000)
+    assert sep.separate(x.T, 16000).shape == (2, 16000)

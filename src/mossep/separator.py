@@ -200,6 +200,9 @@ class Separator:
         mix = np.asarray(mix)
         if np.issubdtype(mix.dtype, np.integer):  # PCM samples: full scale -> 1.0
             mix = mix / float(np.iinfo(mix.dtype).max + 1)
+        if mix.ndim == 2 and mix.shape[1] > mix.shape[0]:
+            raise MossepError(f"mixture has shape {mix.shape}, more channels than samples: separate() takes "
+                              "[T] or [T, channels]; for a [channels, T] array pass mix.T")
         if mix.ndim == 2:
             mix = mix.mean(axis=1)
         if mix.ndim != 1:
