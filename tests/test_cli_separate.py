@@ -410,3 +410,11 @@ def test_batch_into_unwritable_folder_is_one_error(tmp_path, capsys, model, monk
     code, out, err = run(["batch", tmp_path / "in", "-o", out_dir, *model], capsys)
     _assert_clean_error(code, out, err, "not writable")
     assert list(out_dir.iterdir()) == []
+
+
+def test_same_input_twice_says_so(tmp_path, capsys, model):
+    """The collision message suggested adding {ext} to --filename, which cannot help here."""
+    src = tone(tmp_path / "a.wav")
+    code, out, err = run(["separate", src, src, "-o", tmp_path / "out", *model], capsys)
+    _assert_clean_error(code, out, err, "given twice")
+    assert not (tmp_path / "out").exists()

@@ -121,6 +121,8 @@ def separate(
         if output_dir is None:
             continue
         for p in sep.output_paths(inp, output_dir, filename, fmt):
+            if p in owners and owners[p] == inp:
+                raise MossepError(f"{inp}: given twice")
             if p in owners:
                 raise MossepError(f"{inp}: would write {p}, as {owners[p]} does (add {{ext}} to --filename)")
             owners[p] = inp
