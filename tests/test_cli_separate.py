@@ -207,7 +207,7 @@ def test_nan_late_in_a_long_file_leaves_no_partial_outputs(tmp_path, capsys, mod
     code, out, err = run(["separate", src, "-o", out_dir, "--chunk-seconds", "1", "--overlap-seconds", "0.2",
                           *model], capsys)
     _assert_clean_error(code, out, err, "late.wav")
-    assert list(out_dir.iterdir()) == []
+    assert not out_dir.exists()  # not even the folder this run created
 
 
 def test_unwritable_output_directory(tmp_path, capsys, model):
@@ -346,7 +346,7 @@ def test_signal_mid_file_is_one_line_and_leaves_nothing(tmp_path, tiny_model_pat
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [f"mossep: {word}"]
     assert proc.stdout == b""
-    assert list(out_dir.iterdir()) == []  # neither outputs nor hidden temporary files
+    assert not out_dir.exists()  # neither outputs nor hidden temporary files, nor the folder it created
 
 
 @pytest.mark.parametrize("template", ["{stem}_{k", "{stem}_spk{k}}x", "ABS/abs_{k}.wav", "../up_{k}.wav",
@@ -418,3 +418,20 @@ def test_same_input_twice_says_so(tmp_path, capsys, model):
     code, out, err = run(["separate", src, src, "-o", tmp_path / "out", *model], capsys)
     _assert_clean_error(code, out, err, "given twice")
     assert not (tmp_path / "out").exists()
+
+
+def test_failure_after_the_checks_leaves_no_new_folders(tmp_path, capsys, model):
+    """NaN found mid-file: besides no outputs, the output folders that this run created are gone again
+    (a folder that existed before stays)."""
+    x = (np.random.default_rng(0).standard_normal(8000 * 4) * 0.1).astype(np.float32)
+    x[8000 * 3] = np.nan
+    src = tmp_path / "late.wav"
+    sf.write(src, x, 8000, subtype="FLOAT")
+    code, out, err = run(["separate", src, "-o", tmp_path / "new" / "deeper", "--chunk-seconds", "1",
+                          "--overlap-seconds", "0.2", *model], capsys)
+    _assert_clean_error(code, out, err, "late.wav")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    code, out, err = run(["separate", src, "-o", tmp_path / "old", "--filename", "sub/{stem}_{k}.wav", *model], capsys)
+    _assert_clean_error(code, out, err, "late.wav")
+    assert (tmp_path / "old").is_dir() and list((tmp_path / "old").iterdir()) == []

@@ -5,7 +5,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import MossepError
 
@@ -48,3 +48,22 @@ def check_writable(folder: str | Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise MossepError(f"{folder}: output directory is not writable ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def removing_new_dirs_on_error(dirs: Iterable[str | Path]) -> Iterator[None]:
+    """Folders among `dirs` (with their missing ancestors) that do not exist on entry are removed again, if
+    they are still empty, when the block raises: a failed run leaves no empty folders behind."""
+    new: set[Path] = set()
+    for d in dirs:
+        d = Path(d).absolute()
+        while not d.exists() and d != d.parent:
+            new.add(d)
+            d = d.parent
+    try:
+        yield
+    except BaseException:
+        for d in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise

@@ -23,6 +23,7 @@ from .audio import (InputAudio, SpeakerSink, StreamResampler, check_channel, che
 from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .errors import MossepError
+from .fsutil import removing_new_dirs_on_error
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
 Note = Callable[[str], None]
@@ -282,12 +283,14 @@ class Separator:
             src = Path(input_path).resolve()
             if any(p.resolve() == src for p in paths):
                 raise MossepError(f"{input_path}: an output would overwrite the input")
-        for parent in sorted({p.parent for p in paths}):
-            check_writable_dir(parent)
         out_rate, expected = self._output_rate(inp, output_rate)
-        with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
-            self._pump(inp, sink, channel, out_rate, progress)
-            sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
+        parents = sorted({p.parent for p in paths})
+        with removing_new_dirs_on_error(parents):  # a failed run leaves no empty output folders either
+            for parent in parents:
+                check_writable_dir(parent)
+            with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
+                self._pump(inp, sink, channel, out_rate, progress)
+                sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
         return paths
 
     def separate_to_stream(self, input_path: str | Path, stream: BinaryIO, subtype: str = "PCM_16",
