@@ -31,3 +31,22 @@ def tiny_model_path(tmp_path_factory) -> Path:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture()
+def refuse_writes_in(monkeypatch):
+    """Call with a folder to make it unwritable for mossep (permission bits do not stop root, who may run the
+    tests): creating a temporary file there raises PermissionError."""
+    import errno
+    import tempfile
+
+    folders: list[Path] = []
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and any(Path(dir).resolve() == f.resolve() for f in folders):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return folders.append

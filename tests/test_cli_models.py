@@ -178,20 +178,10 @@ def test_unreadable_torch_checkpoint_is_a_short_line(capsys, tmp_path, recwarn, 
     assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
 
 
-def test_convert_into_unwritable_folder_is_one_line(capsys, tmp_path, tiny_model_path, monkeypatch):
-    import errno
-    import tempfile
-
+def test_convert_into_unwritable_folder_is_one_line(capsys, tmp_path, tiny_model_path, refuse_writes_in):
     folder = tmp_path / "out"
     folder.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() == folder.resolve():
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    refuse_writes_in(folder)
     code, out, err = run(capsys, "convert", str(tiny_model_path), str(folder / "m.safetensors"))
     assert code == 1 and out == "" and err.count("\n") == 1 and "not writable" in err, err
     assert list(folder.iterdir()) == []

@@ -387,26 +387,11 @@ def test_batch_bad_options_fail_once_up_front(tmp_path, capsys, model, opts, wor
     assert not (tmp_path / "out").exists()
 
 
-def _refuse_writes_in(monkeypatch, folder: Path) -> None:
-    """Make `folder` unwritable for mossep (permission bits do not stop root, who may run the tests)."""
-    import errno
-    import tempfile
-
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() == folder.resolve():
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-
-
-def test_batch_into_unwritable_folder_is_one_error(tmp_path, capsys, model, monkeypatch):
+def test_batch_into_unwritable_folder_is_one_error(tmp_path, capsys, model, refuse_writes_in):
     _tree(tmp_path / "in")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    _refuse_writes_in(monkeypatch, out_dir)
+    refuse_writes_in(out_dir)
     code, out, err = run(["batch", tmp_path / "in", "-o", out_dir, *model], capsys)
     _assert_clean_error(code, out, err, "not writable")
     assert list(out_dir.iterdir()) == []

@@ -227,24 +227,14 @@ def test_cli_bad_audio_names_the_file(tiny_model_path, tmp_path, capsys, bad, wo
     assert not js.exists()
 
 
-def test_unwritable_report_folder_fails_before_scoring(tmp_path, capsys, monkeypatch):
+def test_unwritable_report_folder_fails_before_scoring(tmp_path, capsys, monkeypatch, refuse_writes_in):
     """--json/--csv into a folder that cannot be written: one line before the (long) evaluation, not a
     traceback after it."""
-    import errno
-    import tempfile
-
     import mossep.cli.evaluate as cli_evaluate
 
     folder = tmp_path / "reports"
     folder.mkdir()
-    real = tempfile.mkstemp
-
-    def mkstemp(*args, dir=None, **kwargs):
-        if dir is not None and Path(dir).resolve() == folder.resolve():
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    refuse_writes_in(folder)
     monkeypatch.setattr(cli_evaluate, "evaluate_dataset", lambda *a, **k: pytest.fail("evaluated anyway"))
     for opt in ("--json", "--csv"):
         assert _cli("evaluate", DEVSET, "--estimates", ESTIMATES, opt, folder / "r.out") == 1
