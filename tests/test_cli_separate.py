@@ -420,3 +420,11 @@ def test_failure_after_the_checks_leaves_no_new_folders(tmp_path, capsys, model)
     code, out, err = run(["separate", src, "-o", tmp_path / "old", "--filename", "sub/{stem}_{k}.wav", *model], capsys)
     _assert_clean_error(code, out, err, "late.wav")
     assert (tmp_path / "old").is_dir() and list((tmp_path / "old").iterdir()) == []
+
+
+def test_batch_with_a_bad_model_creates_no_output_folder(tmp_path, capsys):
+    _tree(tmp_path / "in")
+    code, out, err = run(["batch", tmp_path / "in", "-o", tmp_path / "out", "--model", tmp_path / "nope", "-q"],
+                         capsys)
+    _assert_clean_error(code, out, err, "nope")
+    assert not (tmp_path / "out").exists()

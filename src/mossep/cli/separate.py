@@ -186,9 +186,9 @@ def batch(
     files = find_audio(input_dir, glob or [], output_dir.resolve())
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
-    check_writable_dir(output_dir)
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds)
+    check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
     done = skipped = 0
     failed: list[str] = []
     owners: dict[Path, Path] = {}
