@@ -308,27 +308,34 @@ class Trainer:
         }
 
     # ---- loop --------------------------------------------------------------------------------
+    LOG_COLUMNS = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"]
+
+    def _prepare_log(self) -> None:
+        """Once per run: a log.csv from an older version is rewritten with the current columns."""
+        path = self.out / "log.csv"
+        if not (self.main and path.exists()):
+            return
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header == self.LOG_COLUMNS:
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.LOG_COLUMNS)
+            w.writeheader()
+            w.writerows({k: r.get(k, "") for k in self.LOG_COLUMNS} for r in rows)
+
     def _log(self, row: dict[str, Any]) -> None:
         if not self.main:
             return
         path = self.out / "log.csv"
-        names = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"]
-        if path.exists():
-            with open(path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if header != names:  # a log from an older version: rewrite it with the current columns
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
-                with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=names)
-                    w.writeheader()
-                    w.writerows({k: r.get(k, "") for k in names} for r in rows)
         new = not path.exists()
         with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=names)
+            w = csv.DictWriter(f, fieldnames=self.LOG_COLUMNS)
             if new:
                 w.writeheader()
-            w.writerow({k: row.get(k, "") for k in names})
+            w.writerow({k: row.get(k, "") for k in self.LOG_COLUMNS})
 
     def _validate_and_keep_best(self) -> dict[str, float] | None:
         if not (self.main and self.valid_items):
@@ -381,6 +388,7 @@ class Trainer:
         if self.main:
             with atomic_path(self.out / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump({**asdict(cfg), "model_config": self.mcfg.to_dict()}, sort_keys=False))
+        self._prepare_log()
         old = signal.signal(signal.SIGINT, self._request_stop)
         old_term = signal.signal(signal.SIGTERM, self._request_stop)
         start = time.monotonic()

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import MossepError
 from ..models.mossformer import Separator
+from .clearvoice import is_clearvoice, load_clearvoice
 from .modelscope import is_modelscope_dir, load_modelscope
 from .native import is_native_file, load_native, save_native
 
@@ -54,11 +55,7 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
         if sample_rate is not None and sample_rate != 8000:
             raise MossepError(f"{path}: the official MossFormer model runs at 8000 Hz")
         return LoadedModel(model.eval(), "modelscope", path, {}, ["official ModelScope MossFormer, 8000 Hz"])
-    try:
-        from .clearvoice import is_clearvoice, load_clearvoice
-    except ImportError:  # pragma: no cover - MossFormer2 support not installed
-        is_clearvoice = None
-    if is_clearvoice is not None and is_clearvoice(path):
+    if is_clearvoice(path):
         model, notes = load_clearvoice(path, sample_rate)
         return LoadedModel(model.eval(), "clearvoice", path, {}, notes)
     if path.is_dir():
