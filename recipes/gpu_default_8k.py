@@ -1,0 +1,289 @@
+"""Train (or continue) the default 8 kHz MossFormer on one GPU, with the dynamic mixing done on the GPU.
+
+The CPU recipe (`mossep train -c recipes/default-8k.yaml`) mixes on the CPU, two mixtures a step. A GPU is
+idle most of that time, so this script keeps the whole training corpus on the GPU (plus speed-perturbed
+copies made once with soxr) and draws every batch there: random speaker pairs, random crops, +-gain_db
+levels, and in a fraction of mixtures one talker starting late or stopping early (turn-taking, as in real
+conversations). The learning rate warms up, then follows a cosine over the *time* budget, so a run of any
+length ends annealed. Validation uses the CPU recipe's fixed held-out mixtures (mossep.dynamic_mix,
+seed 20231): the first 48 are exactly the CPU run's validation set, so both learning curves compare.
+
+    python recipes/gpu_default_8k.py --init weights/default.safetensors --minutes 7 --out runs/gpu
+    python recipes/gpu_default_8k.py --bench --batches 16 32 64 128      # ms per step, then exit
+
+Writes OUT/best.safetensors (best validation SI-SNRi, mossep's format with metadata), OUT/final.safetensors,
+OUT/log.csv. See weights/README.md for the run that produced the shipped checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from mossep import dynamic_mix as dm  # noqa: E402
+from mossep.checkpoints import load_checkpoint  # noqa: E402
+from mossep.checkpoints.native import save_native  # noqa: E402
+from mossep.datasets import resample  # noqa: E402
+from mossep.metrics import best_permutation, pit_si_snr_loss, si_snr  # noqa: E402
+from mossep.models import build_model, preset  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+class GpuMixer:
+    """Every utterance (and its speed-perturbed copies) in one flat tensor on the device; batches by indexing."""
+
+    def __init__(self, speakers: dict[str, list[np.ndarray]], rate: int, segment: int, speeds: list[float],
+                 device: torch.device):
+        flat, offsets, lengths, spk_first, spk_count = [], [], [], [], []
+        pos = 0
+        self.variants = len(speeds)
+        per_variant: list[list[np.ndarray]] = [[] for _ in speeds]
+        for utts in speakers.values():
+            spk_first.append(len(per_variant[0]))
+            spk_count.append(len(utts))
+            for x in utts:
+                for v, f in enumerate(speeds):
+                    y = x if f == 1.0 else resample(x.astype(np.float32), rate, int(round(rate / f)))
+                    if len(y) < segment + 1:  # short utterance: pad with silence to one segment
+                        y = np.pad(y, (0, segment + 1 - len(y)))
+                    per_variant[v].append(np.asarray(y, dtype=np.float32))
+        self.utterances = len(per_variant[0])
+        for v in range(self.variants):
+            for y in per_variant[v]:
+                flat.append(y)
+                offsets.append(pos)
+                lengths.append(len(y))
+                pos += len(y)
+        self.flat = torch.from_numpy(np.concatenate(flat)).to(device)
+        self.offsets = torch.tensor(offsets, device=device)  # [V * U]
+        self.lengths = torch.tensor(lengths, device=device)
+        self.spk_first = torch.tensor(spk_first, device=device)  # [S]
+        self.spk_count = torch.tensor(spk_count, device=device)
+        self.segment = segment
+        self.device = device
+
+    def batch(self, size: int, gen: torch.Generator, gain_db: float, partial: float, num_spks: int = 2):
+        """(mix [B, T], sources [B, C, T]) with C distinct speakers per mixture."""
+        d, S, T = self.device, len(self.spk_first), self.segment
+        first = torch.randint(0, S, (size, 1), device=d, generator=gen)
+        hi = S if num_spks == 2 else S // num_spks  # steps in [1, hi) keep the C speakers distinct
+        steps = torch.randint(1, hi, (size, num_spks - 1), device=d, generator=gen)
+        spk = (first + torch.cumsum(torch.cat([torch.zeros_like(first), steps], 1), 1)) % S
+        utt = self.spk_first[spk] + (torch.rand(spk.shape, device=d, generator=gen) * self.spk_count[spk]).long()
+        var = torch.randint(0, self.variants, spk.shape, device=d, generator=gen)
+        slot = var * self.utterances + utt
+        room = self.lengths[slot] - T
+        start = self.offsets[slot] + (torch.rand(spk.shape, device=d, generator=gen) * room).long()
+        src = self.flat[start.unsqueeze(-1) + torch.arange(T, device=d)]  # [B, C, T]
+        rms = src.pow(2).mean(-1, keepdim=True).sqrt() + 1e-8
+        level = -25.0 + (torch.rand(size, num_spks, 1, device=d, generator=gen) - 0.5) * gain_db
+        src = src / rms * 10 ** (level / 20)
+        if partial > 0:  # one talker present over only part of the segment (start late or stop early)
+            which = torch.rand(size, device=d, generator=gen) < partial
+            keep = 0.4 + 0.5 * torch.rand(size, 1, device=d, generator=gen)  # fraction of the segment kept
+            t = torch.arange(T, device=d) / T
+            ramp = ((keep - t) * T / 400).clamp(0, 1)  # 50 ms fade at the edge
+            late = torch.rand(size, 1, device=d, generator=gen) < 0.5
+            env = torch.where(late, ramp.flip(-1), ramp)
+            c = torch.randint(0, num_spks, (size,), device=d, generator=gen)
+            mask = torch.ones(size, num_spks, T, device=d)
+            mask[torch.arange(size, device=d), c] = env
+            masked = src * mask
+            # a short (padded) utterance may lie wholly in the faded part: keep such mixtures whole
+            alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
+            src = torch.where((which & alive)[:, None, None], masked, src)
+        mix = src.sum(1)
+        peak = mix.abs().amax(-1).clamp(min=0.99) / 0.99
+        return mix / peak[:, None], src / peak[:, None, None]
+
+
+@torch.no_grad()
+def validate(model, mix: torch.Tensor, ref: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """SI-SNRi (best permutation) of every validation mixture, fp32."""
+    model.eval()
+    out = []
+    for i in range(0, len(mix), batch):
+        m, r = mix[i:i + batch], ref[i:i + batch]
+        best, _ = best_permutation(model(m).float(), r)
+        base = si_snr(m.unsqueeze(1).expand_as(r), r).mean(-1)
+        out.append((best - base).cpu())
+    model.train()
+    return torch.cat(out).numpy()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--init", default=None, help="checkpoint to continue from (else --preset from scratch)")
+    p.add_argument("--preset", default="cpu-small")
+    p.add_argument("--train", nargs="+", default=[str(CORPUS / "librispeech-train-clean-100")])
+    p.add_argument("--valid", nargs="+", default=[str(CORPUS / "librispeech-test-other"), str(CORPUS / "vctk")])
+    p.add_argument("--out", default="runs/gpu-default-8k")
+    p.add_argument("--minutes", type=float, default=7.0, help="training time budget (the lr schedule spans it)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--final-lr", type=float, default=0.02, help="fraction of --lr reached at the end")
+    p.add_argument("--segment", type=float, default=4.0)
+    p.add_argument("--speeds", type=float, nargs="+", default=[0.94, 0.97, 1.0, 1.03, 1.06])
+    p.add_argument("--gain-db", type=float, default=5.0)
+    p.add_argument("--partial", type=float, default=0.2)
+    p.add_argument("--clip-grad", type=float, default=5.0)
+    p.add_argument("--valid-count", type=int, default=256)
+    p.add_argument("--valid-every", type=float, default=45.0, help="seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--bench", action="store_true", help="time training steps at --batches and exit")
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--tag", default="")
+    a = p.parse_args()
+
+    t_start = time.time()
+    dev = torch.device(a.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(a.seed)
+    if a.init:
+        loaded = load_checkpoint(a.init)
+        model, origin = loaded.model, f"continued from {a.init}"
+        prior = (loaded.metadata or {}).get("training", {})
+    else:
+        model, origin, prior = build_model(preset(a.preset)), f"from scratch ({a.preset})", {}
+    model.to(dev).train()
+    rate = model.config.sample_rate
+    seg = int(a.segment * rate)
+    spk = dm.load_speaker_folders([Path(x) for x in a.train], rate)
+    mixer = GpuMixer(spk, rate, seg, a.speeds, dev)
+    print(f"[{a.tag}] train: {len(spk)} speakers, {mixer.flat.numel() / rate / 60:.1f} min incl. speed copies; "
+          f"model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M ({origin}); load {time.time() - t_start:.1f} s",
+          flush=True)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(a.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
+
+    def step(batch: int, lr: float) -> float:
+        mix, src = mixer.batch(batch, gen, a.gain_db, a.partial)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast:
+            est = model(mix)
+        loss = pit_si_snr_loss(est.float(), src)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
+        if torch.isfinite(loss):
+            opt.step()
+        return loss.detach()
+
+    if a.bench:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        for b in a.batches:
+            model.load_state_dict(state)
+            for _ in range(3):
+                step(b, 1e-5)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0, n = time.time(), 10
+            for _ in range(n):
+                loss = step(b, 1e-5)
+            float(loss)
+            ms = (time.time() - t0) / n * 1000
+            mem = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else 0
+            print(f"[bench] batch {b}: {ms:.1f} ms/step, {b / ms * 1000:.0f} mixtures/s, {mem:.1f} GiB", flush=True)
+        return
+
+    vspk = dm.load_speaker_folders([Path(x) for x in a.valid], rate)
+    vitems = dm.fixed_validation_set(vspk, dm.MixSpec(seg, model.config.num_spks, a.gain_db), a.valid_count, rate)
+    vmix = torch.from_numpy(np.stack([m for m, _ in vitems])).to(dev)
+    vref = torch.from_numpy(np.stack([s for _, s in vitems])).to(dev)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.csv", "w", newline="")
+    writer = csv.writer(log)
+    writer.writerow(["step", "seconds", "mixtures", "lr", "train_loss", "valid48_si_snri", "valid_si_snri"])
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+
+    budget = a.minutes * 60
+    best, best_state, steps, seen, losses = -math.inf, None, 0, 0, []
+    bad, peak_lr = 0, a.lr
+    t0 = last_valid = time.time()
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+    def save(name: str, score: dict) -> None:
+        meta = {"training": {
+            "recipe": "recipes/gpu_default_8k.py " + " ".join(sys.argv[1:]),
+            "hardware": hardware, "origin": origin, "prior": prior,
+            "steps": steps, "mixtures": seen, "gpu_seconds": round(time.time() - t0, 1),
+            "batch": a.batch, "peak_lr": peak_lr, "segment_seconds": a.segment,
+            "train": [Path(x).name for x in a.train], "valid": [Path(x).name for x in a.valid],
+            **score}}
+        save_native(model, out / name, meta)
+
+    def run_validation() -> dict:
+        v = validate(model, vmix, vref)
+        score = {"valid48_si_snri": round(float(v[:48].mean()), 3), "valid_si_snri": round(float(v.mean()), 3),
+                 "valid_count": len(v)}
+        tl = float(np.mean(losses)) if losses else float("nan")
+        writer.writerow([steps, round(time.time() - t0, 1), seen, f"{lr:.3g}", round(tl, 3),
+                         score["valid48_si_snri"], score["valid_si_snri"]])
+        log.flush()
+        print(f"[{a.tag}] step {steps} {time.time() - t0:.0f}s mixtures {seen} lr {lr:.2e} train {tl:.2f} "
+              f"valid48 {score['valid48_si_snri']:.2f} valid{len(v)} {score['valid_si_snri']:.2f} dB", flush=True)
+        losses.clear()
+        return score
+
+    lr = 0.0
+    score = run_validation()
+    best, best_state = score["valid_si_snri"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+    while not stop["now"]:
+        frac = min(1.0, (time.time() - t0) / budget)
+        if frac >= 1.0:
+            break
+        lr = peak_lr * min(1.0, (steps + 1) / a.warmup) * (
+            a.final_lr + (1 - a.final_lr) * 0.5 * (1 + math.cos(math.pi * frac)))
+        loss = step(a.batch, lr)
+        steps += 1
+        seen += a.batch
+        if steps % 20 == 0:
+            lv = float(loss)
+            if math.isfinite(lv):
+                losses.append(lv)
+                bad = 0
+            else:
+                bad += 1
+                if bad >= 3:  # diverged: back to the best weights, half the learning rate
+                    model.load_state_dict(best_state)
+                    opt = torch.optim.Adam(model.parameters(), lr=lr)
+                    peak_lr, bad = peak_lr / 2, 0
+                    print(f"[{a.tag}] non-finite loss: restored best, peak lr now {peak_lr:.2e}", flush=True)
+        if time.time() - last_valid >= a.valid_every:
+            last_valid = time.time()
+            score = run_validation()
+            if score["valid_si_snri"] > best:
+                best, best_state = score["valid_si_snri"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+                save("best.safetensors", score)
+    score = run_validation()
+    save("final.safetensors", score)
+    if score["valid_si_snri"] > best:
+        save("best.safetensors", score)
+        best = score["valid_si_snri"]
+    print(f"[{a.tag}] done: {steps} steps, {seen} mixtures in {time.time() - t0:.0f} s; best valid {best:.2f} dB",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

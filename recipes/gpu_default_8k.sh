@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One lent-GPU session (H100/H200, no network) for the default checkpoint, as run on 2026-11-27:
+# stage A continues weights/default.safetensors at lr 1e-3, stage B continues A's best at lr 4e-4; each stage's
+# learning rate follows a cosine over its time budget. Then the GPU real-time factor of a 1-hour file.
+#
+# Prepare on the CPU machine (the device copies the working tree, 64 MiB at most, so large tracked test fixtures
+# are taken out of the index for the call and put back after it):
+#   mkdir -p .gpu/corpus && cp -r ../shared/corpus/librispeech-{train-clean-100,test-other} ../shared/corpus/vctk .gpu/corpus/
+#   pip download (python 3.12, manylinux x86-64, --no-deps) soundfile cffi pycparser soxr into .whl/
+#   printf '/.gpu/\n/.whl/\n/tests/fixtures/\n' >> .git/info/exclude && git rm -r -q --cached tests/fixtures
+# Run there (carry .gpu and .whl):  bash recipes/gpu_default_8k.sh MINUTES_A MINUTES_B      (results in $OUT)
+# Afterwards here: git reset -q (restores the index), then see weights/README.md for shipping the result.
+set -o pipefail
+MIN_A=${1:-6.5}; MIN_B=${2:-4}
+OUT=${OUT:-runs/gpu}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MOSSEP_CACHE=/tmp/mossep-cache
+C=.gpu/corpus
+DATA="--train $C/librispeech-train-clean-100 --valid $C/librispeech-test-other $C/vctk --batch 32"
+python3 recipes/gpu_default_8k.py --init weights/default.safetensors $DATA --minutes "$MIN_A" --lr 1e-3 \
+  --out "$OUT/A" --tag A 2>&1 | tee "$OUT/train_A.txt" || exit 1
+python3 recipes/gpu_default_8k.py --init "$OUT/A/best.safetensors" $DATA --minutes "$MIN_B" --lr 4e-4 --warmup 100 \
+  --valid-every 60 --out "$OUT/B" --tag B 2>&1 | tee "$OUT/train_B.txt" || exit 1
+rm -f "$OUT"/A/*.safetensors "$OUT/B/final.safetensors"   # what comes back: B's best, the logs
+# GPU real-time factor, 16 kHz input end to end (read, resample, separate, write)
+timeout 100 python3 benchmarks/bench_separate.py speed --model "$OUT/B/best.safetensors" --minutes 60 --device cuda \
+  --threads 8 2>&1 | tee "$OUT/rtf.txt"
+timeout 60 python3 benchmarks/bench_separate.py speed --preset paper-l --minutes 10 --device cuda --threads 8 2>&1 \
+  | tee -a "$OUT/rtf.txt"

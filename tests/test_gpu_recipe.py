@@ -1,0 +1,88 @@
+"""recipes/gpu_default_8k.py: the GPU-side mixing draws valid mixtures, and a short run on the CPU writes a
+loadable checkpoint (the script itself runs on CPU too; only its speed needs a GPU)."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from mossep.checkpoints import load_checkpoint
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "gpu_default_8k.py"
+RATE = 8000
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("gpu_default_8k", RECIPE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tone_speakers(n: int, seconds: float = 3.0) -> dict[str, list[np.ndarray]]:
+    """Speaker k is a pure tone at 200 + 100 k Hz, so a source can be traced back to its speaker."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    return {f"s{k}": [np.sin(2 * np.pi * (200 + 100 * k) * t).astype(np.float32)] for k in range(n)}
+
+
+def _speaker_of(x: torch.Tensor) -> torch.Tensor:
+    freq = torch.fft.rfft(x).abs().argmax(-1).float() * RATE / x.shape[-1]
+    return torch.round((freq - 200) / 100).long()
+
+
+def test_gpu_mixer_draws_two_distinct_speakers_summing_to_the_mixture():
+    mod = _recipe()
+    mixer = mod.GpuMixer(_tone_speakers(5), RATE, 2 * RATE, [1.0], torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    mix, src = mixer.batch(256, gen, gain_db=5.0, partial=0.0)
+    assert mix.shape == (256, 2 * RATE) and src.shape == (256, 2, 2 * RATE)
+    torch.testing.assert_close(mix, src.sum(1))
+    spk = _speaker_of(src)
+    assert (spk[:, 0] != spk[:, 1]).all()
+    assert len(torch.unique(spk)) == 5  # every speaker is drawn
+    level = 10 * torch.log10(src.pow(2).mean(-1))
+    assert level.min() > -27.6 and level.max() < -22.4  # -25 dBFS +- 2.5 dB
+    gen2 = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(mixer.batch(256, gen2, 5.0, 0.0)[0], mix)  # seeded
+
+
+def test_gpu_mixer_partial_overlap_silences_part_of_one_talker_never_all():
+    mod = _recipe()
+    t = np.arange(3 * RATE) / RATE
+    speakers = {f"s{k}": [(1.0 + 0.5 * np.sin(2 * np.pi * (200 + 100 * k) * t)).astype(np.float32)] for k in range(4)}
+    mixer = mod.GpuMixer(speakers, RATE, 2 * RATE, [0.95, 1.0, 1.05], torch.device("cpu"))
+    mix, src = mixer.batch(512, torch.Generator().manual_seed(1), gain_db=0.0, partial=0.5)
+    quiet = (src.abs() < 1e-6).float().mean(-1)  # silent fraction of each source (the signals never cross 0)
+    cut = quiet.max(1).values
+    assert 0.35 < (cut > 0).float().mean() < 0.65  # about half the mixtures, as asked
+    assert cut.max() < 0.65 and cut[cut > 0].min() > 0.05  # 10-60 % silent (40-90 % kept, minus the fade)
+    assert (quiet.min(1).values == 0).all()  # only one talker is cut
+
+    speakers["short"] = [np.ones(RATE // 2, np.float32)]  # padded to a segment: mostly silence already
+    mixer = mod.GpuMixer(speakers, RATE, 2 * RATE, [1.0], torch.device("cpu"))
+    mix, src = mixer.batch(512, torch.Generator().manual_seed(2), gain_db=0.0, partial=1.0)
+    assert (src.pow(2).mean(-1) > 0).all()  # never a silent target
+
+
+def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("valid", 3)):
+        for k in range(n):
+            d = tmp_path / split / f"spk{k}"
+            d.mkdir(parents=True)
+            sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(RECIPE), "--preset", "tiny", "--train", str(tmp_path / "train"),
+                           "--valid", str(tmp_path / "valid"), "--minutes", "0.05", "--batch", "2",
+                           "--segment", "1", "--valid-count", "4", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_checkpoint(out / "best.safetensors")
+    assert loaded.metadata["training"]["steps"] >= 1 and loaded.metadata["training"]["valid_count"] == 4
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and len(log) >= 3  # header, the first and the last validation
