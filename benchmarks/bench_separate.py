@@ -1,17 +1,22 @@
 """Separation benchmarks: speed and memory on long recordings, and chunk/overlap quality on the dev clips.
 
-    # real-time factor and peak RSS for 1, 10 and 60 minutes of 16 kHz audio, each in a fresh process
-    python benchmarks/bench_separate.py speed --preset tiny --minutes 1 10 60
-    python benchmarks/bench_separate.py speed --preset paper-l --minutes 1 10
-    python benchmarks/bench_separate.py speed --model weights/default.safetensors --minutes 1 10 60
+    # real-time factor and peak RSS for 1, 10 and 60 minutes of 16 kHz audio, exact and fast mode,
+    # each (length, mode) in a fresh process
+    python benchmarks/bench_separate.py speed --model weights/default.safetensors --minutes 1 10 60 --threads 2
+    python benchmarks/bench_separate.py speed --preset paper-l --minutes 1 --threads 2
+    python benchmarks/bench_separate.py speed --preset tiny --minutes 1 --fast      # fast mode only
 
     # SI-SNRi of chunked separation (several chunk/overlap settings) against whole-clip separation
     python benchmarks/bench_separate.py sweep --model weights/default.safetensors \
         --devset /work/shared/devset/libri2mix --chunks 0 2 3 4 6 8 --overlaps 0.5 1
+    python benchmarks/bench_separate.py sweep --model weights/default.safetensors --chunks 4 8 --overlaps 0.5 1 --fast
 
-CPU RTF = CPU seconds spent separating / audio seconds (lower is faster; on a busy machine this is
-steadier than wall time, which is printed too). Peak RSS is the child process's resource.getrusage
-maxrss: after loading the model, and at the end.
+speed columns: "x real time" = audio seconds / wall seconds of separating (above 1: faster than real time;
+model loading excluded, printed separately); CPU RTF = CPU seconds spent separating / audio seconds (lower is
+faster; on a busy machine this is steadier than wall time). Peak RSS is the child process's
+resource.getrusage maxrss: after loading the model, and at the end; the last lines compare the longest
+recording's peak with the shortest's, per mode. Each mode uses its own chunk defaults unless
+--chunk-seconds/--overlap-seconds are given (fast mode: mossep.fast.FAST_CHUNK_SECONDS / FAST_OVERLAP_SECONDS).
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def child(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     sep = Separator(args.model, device=args.device, chunk_seconds=args.chunk_seconds,
-                    overlap_seconds=args.overlap_seconds, threads=args.threads)
+                    overlap_seconds=args.overlap_seconds, threads=args.threads, fast=args.fast)
     t1, c1 = time.perf_counter(), time.process_time()
     rss_load = rss_mb()
     sep.separate_file(args.input, args.out, overwrite=True, note=lambda m: print(m, file=sys.stderr))
@@ -77,30 +82,47 @@ def make_model(preset_name: str, directory: Path) -> Path:
     return path
 
 
+def modes(args: argparse.Namespace) -> list[str]:
+    """--fast is short for --modes fast."""
+    return ["fast"] if args.fast else list(dict.fromkeys(args.modes))
+
+
 def speed(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mossep-bench-") as tmp:
         tmp = Path(tmp)
         model = Path(args.model) if args.model else make_model(args.preset, tmp)
         label = args.model or f"{args.preset} (random weights)"
         print(f"model: {label}; input {args.rate} Hz mono; device {args.device}; threads {args.threads}")
-        print("| audio | chunk/overlap (s) | wall (s) | CPU RTF | RSS after load (MB) | peak RSS (MB) |")
-        print("|---|---|---|---|---|---|", flush=True)
+        print("| audio | mode | chunk/overlap (s) | load (s) | wall (s) | x real time | CPU RTF | "
+              "RSS after load (MB) | peak RSS (MB) |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        peaks: dict[str, list[tuple[float, float]]] = {}
         for minutes in args.minutes:
             wav = tmp / f"in_{minutes}min.wav"
             synth(wav, minutes, args.rate)
-            cmd = [sys.executable, __file__, "_child", "--model", str(model), "--input", str(wav), "--out",
-                   str(tmp / "out"), "--threads", str(args.threads), "--device", args.device]
-            if args.chunk_seconds is not None:
-                cmd += ["--chunk-seconds", str(args.chunk_seconds)]
-            if args.overlap_seconds is not None:
-                cmd += ["--overlap-seconds", str(args.overlap_seconds)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(f"child failed for {minutes} min:\n{proc.stderr}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            for mode in modes(args):
+                cmd = [sys.executable, __file__, "_child", "--model", str(model), "--input", str(wav), "--out",
+                       str(tmp / "out"), "--threads", str(args.threads), "--device", args.device]
+                if mode == "fast":
+                    cmd.append("--fast")
+                if args.chunk_seconds is not None:
+                    cmd += ["--chunk-seconds", str(args.chunk_seconds)]
+                if args.overlap_seconds is not None:
+                    cmd += ["--overlap-seconds", str(args.overlap_seconds)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    sys.exit(f"child failed for {minutes} min, {mode} mode:\n{proc.stderr}")
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                audio_s = minutes * 60
+                peaks.setdefault(mode, []).append((minutes, r["rss_peak_mb"]))
+                print(f"| {minutes:g} min | {mode} | {r['chunk']:g}/{r['overlap']:g} | {r['load_s']:.1f} | "
+                      f"{r['separate_s']:.1f} | {audio_s / r['separate_s']:.2f} | {r['cpu_s'] / audio_s:.3f} | "
+                      f"{r['rss_load_mb']:.0f} | {r['rss_peak_mb']:.0f} |", flush=True)
             wav.unlink()
-            print(f"| {minutes:g} min | {r['chunk']:g}/{r['overlap']:g} | {r['separate_s']:.1f} | "
-                  f"{r['cpu_s'] / (minutes * 60):.3f} | {r['rss_load_mb']:.0f} | {r['rss_peak_mb']:.0f} |", flush=True)
+        for mode, pk in peaks.items():
+            if len(pk) > 1:
+                (m0, p0), (m1, p1) = min(pk), max(pk)
+                print(f"{mode}: peak RSS {m1:g} min / {m0:g} min = {p1 / p0:.2f}x")
 
 
 def sweep(args: argparse.Namespace) -> None:
@@ -119,17 +141,19 @@ def sweep(args: argparse.Namespace) -> None:
         refs = np.stack([sf.read(dev / f"{stem}_source{k}.wav", dtype="float32")[0] for k in (1, 2)])
         clips.append((mix, refs, rate))
     print(f"model: {args.model}; {len(clips)} clips, {sum(len(c[0]) / c[2] for c in clips):.0f} s")
-    print("| chunk (s) | overlap (s) | mean SI-SNRi (dB) | worst clip (dB) | seconds |")
-    print("|---|---|---|---|---|")
-    for chunk in args.chunks:
-        for overlap in (args.overlaps if chunk else [0.0]):
-            if chunk and overlap >= chunk / 2:
-                continue
-            sep = Separator(args.model, device=args.device, chunk_seconds=chunk, overlap_seconds=overlap)
-            t0 = time.perf_counter()
-            scores = [si_snr_improvement(sep.separate(m, r), refs, m)["si_snri"] for m, refs, r in clips]
-            print(f"| {chunk:g} | {overlap:g} | {np.mean(scores):.2f} | {np.min(scores):.2f} | "
-                  f"{time.perf_counter() - t0:.0f} |", flush=True)
+    print("| mode | chunk (s) | overlap (s) | mean SI-SNRi (dB) | worst clip (dB) | seconds |")
+    print("|---|---|---|---|---|---|")
+    for mode in modes(args):
+        for chunk in args.chunks:
+            for overlap in (args.overlaps if chunk else [0.0]):
+                if chunk and overlap >= chunk / 2:
+                    continue
+                sep = Separator(args.model, device=args.device, chunk_seconds=chunk, overlap_seconds=overlap,
+                                fast=mode == "fast")
+                t0 = time.perf_counter()
+                scores = [si_snr_improvement(sep.separate(m, r), refs, m)["si_snri"] for m, refs, r in clips]
+                print(f"| {mode} | {chunk:g} | {overlap:g} | {np.mean(scores):.2f} | {np.min(scores):.2f} | "
+                      f"{time.perf_counter() - t0:.0f} |", flush=True)
 
 
 def main() -> None:
@@ -144,6 +168,8 @@ def main() -> None:
     s.add_argument("--overlap-seconds", type=float, default=None)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"])
+    s.add_argument("--fast", action="store_true", help="fast mode only (= --modes fast)")
     w = sub.add_parser("sweep", help="SI-SNRi of chunk/overlap settings on dev clips")
     w.add_argument("--model", required=True)
     w.add_argument("--devset", default="/work/shared/devset/libri2mix")
@@ -152,6 +178,8 @@ def main() -> None:
     w.add_argument("--limit", type=int, default=0, help="use only the first N clips")
     w.add_argument("--threads", type=int, default=1)
     w.add_argument("--device", default="cpu")
+    w.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact"])
+    w.add_argument("--fast", action="store_true", help="fast mode only (= --modes fast)")
     c = sub.add_parser("_child")
     c.add_argument("--model", required=True)
     c.add_argument("--input", required=True)
@@ -160,6 +188,7 @@ def main() -> None:
     c.add_argument("--overlap-seconds", type=float, default=None)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--fast", action="store_true")
     args = p.parse_args()
     {"speed": speed, "sweep": sweep, "_child": child}[args.cmd](args)
 

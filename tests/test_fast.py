@@ -149,3 +149,46 @@ def test_make_fast_in_place():
     torch.manual_seed(0)
     model = build_model(preset("tiny"))
     assert make_fast(model, copy=False) is model or fast_mod.fast_mode_name(model) == "int8"
+
+
+@pytest.mark.parametrize("arch", ["mossformer", "mossformer2"])
+def test_bf16_mode_stores_the_mask_net_in_bf16_but_positions_and_filterbanks_in_fp32(arch, monkeypatch):
+    monkeypatch.setattr(fast_mod, "bf16_is_native", lambda device="cpu": True)
+    torch.manual_seed(0)
+    fast = make_fast(build_model(preset("tiny", arch=arch)).eval())
+    def kept(key):  # the rotary and sinusoidal position tables (and the latter's scale)
+        return key.endswith("rotary_pos_emb.freqs") or ".pos_enc." in key
+
+    floats = {k: v.dtype for k, v in fast.state_dict().items() if v.is_floating_point()}
+    mask_net = {k: d for k, d in floats.items() if k.startswith("mask_net.")}
+    assert mask_net and all(d == torch.bfloat16 for k, d in mask_net.items() if not kept(k))
+    assert {d for k, d in mask_net.items() if kept(k)} == {torch.float32}
+    assert any(k.endswith("freqs") for k in mask_net) and any(k.endswith("inv_freq") for k in mask_net)
+    assert all(d == torch.float32 for k, d in floats.items() if k.startswith(("encoder.", "decoder.")))
+    assert not any(p.requires_grad for p in fast.mask_net.parameters())
+
+
+def test_bf16_mode_stays_close_on_a_long_input(monkeypatch):
+    """Thousands of frames in: the rotary angles stay exact (float32 freqs), so the output does not drift."""
+    if not fast_mod.bf16_is_native("cpu"):
+        pytest.skip("this CPU has no native bfloat16")
+    torch.manual_seed(0)
+    model = build_model(preset("tiny")).eval()
+    x = _mix(seconds=8.0, seed=3)  # 7999 frames
+    with torch.inference_mode():
+        exact, approx = model(x), make_fast(model)(x)
+    assert si_snr(approx[0], exact[0]).min().item() > 20.0
+
+
+def test_separator_fast_mode_uses_the_fast_chunking_unless_told(tiny_model_path):
+    from mossep.chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+    from mossep.separator import Separator
+
+    fast = Separator(tiny_model_path, device="cpu", fast=True)
+    assert (fast.chunk_seconds, fast.overlap_seconds) == (fast_mod.FAST_CHUNK_SECONDS, fast_mod.FAST_OVERLAP_SECONDS)
+    exact = Separator(tiny_model_path, device="cpu")
+    assert (exact.chunk_seconds, exact.overlap_seconds) == (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS)
+    told = Separator(tiny_model_path, device="cpu", fast=True, chunk_seconds=3, overlap_seconds=0.25)
+    assert (told.chunk_seconds, told.overlap_seconds) == (3.0, 0.25)
+    assert exact.model is not fast.model and exact.separate(_mix(10.0)[0].numpy(), 8000).shape == (2, 80000)
+    assert fast.separate(_mix(10.0)[0].numpy(), 8000).shape == (2, 80000)
