@@ -19,12 +19,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-# Chosen by measurement (benchmarks/README.md, "Chunk length and quality"): on the 36 Libri2Mix dev clips the
-# default model scores 3.10 dB SI-SNRi with 4 s chunks / 1 s overlap, 3.03 dB whole-clip and with 8 s chunks;
-# 4 s is also the training segment length, and per audio second 2-4 s chunks are the cheapest (smaller
-# activations); the 1 s overlap (1.33x compute) leaves enough shared signal to keep talkers aligned.
-DEFAULT_CHUNK_SECONDS = 4.0
-DEFAULT_OVERLAP_SECONDS = 1.0
+# Chosen by measurement on long recordings (benchmarks/README.md, "Long recordings"; benchmarks/bench_long.py):
+# minute-long two-talker mixtures of held-out speakers, scored over the whole file so that a talker swap between
+# chunks counts. With the default model, 16 s chunks / 2 s overlap scored 6.65 dB (30 s files) and 6.36 dB (60 s
+# files) with 2 % of windows swapped; 4 s / 1 s only 5.40 and 4.26 dB with 7-16 % swapped: in short chunks a
+# talker is often silent for a while and the model re-orders its outputs inside a chunk, which no stitching can
+# undo, while more context keeps the order. The overlap costs 16/14 = 1.14x compute; activations grow with the
+# chunk (paper-l: about 1.2 GB peak at 16 s). Clips up to 16 s are separated whole.
+DEFAULT_CHUNK_SECONDS = 16.0
+DEFAULT_OVERLAP_SECONDS = 2.0
 # An overlap whose mixture power is this far below the recording's mean power is "too quiet to decide".
 QUIET_DB = -30.0
 

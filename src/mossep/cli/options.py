@@ -1,6 +1,8 @@
 """Options that several commands share (separate, batch, evaluate, info, convert), defined once."""
 import typer
 
+from ..chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+
 MODEL = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer "
                      "directory or a ClearerVoice checkpoint. Default: the bundled model.")
 MODEL_RATE = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does not store one "
@@ -9,5 +11,5 @@ DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
 THREADS = typer.Option(None, "--threads", help="CPU threads for torch.")
 FAST = typer.Option(False, "--fast", help="Use the faster inference path (mossep.fast).")
 CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long inputs; 0 = whole file at once. "
-                     "[default: 8]")
-OVERLAP = typer.Option(None, "--overlap-seconds", help="Overlap between chunks. [default: 1]")
+                     f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
+OVERLAP = typer.Option(None, "--overlap-seconds", help=f"Overlap between chunks. Default: {DEFAULT_OVERLAP_SECONDS:g}.")

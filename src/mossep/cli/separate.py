@@ -39,7 +39,7 @@ class Subtype(str, enum.Enum):
 _FORMAT = typer.Option(Format.wav, "--format", case_sensitive=False, help="Output file format.")
 _SUBTYPE = typer.Option(Subtype.PCM_16, "--subtype", case_sensitive=False,
                         help="Sample format (flac: PCM_16 or PCM_24).")
-_RATE = typer.Option(None, "--sample-rate", help="Output sample rate. [default: the input's]")
+_RATE = typer.Option(None, "--sample-rate", help="Output sample rate. Default: the input's.")
 _CHANNEL = typer.Option(None, "--channel", help="Use this channel (1 = first) instead of the downmix.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (errors only).")
@@ -162,7 +162,7 @@ def batch(
     input_dir: Path = typer.Argument(..., metavar="DIR", help="Folder searched recursively for audio files."),
     output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Outputs mirror the input tree here."),
     glob: Optional[List[str]] = typer.Option(None, "--glob", help="File pattern (repeatable), e.g. '*.flac'. "
-                                             "[default: common audio extensions]"),
+                                             "Default: common audio extensions."),
     filename: str = _FILENAME, fmt: Format = _FORMAT, subtype: Subtype = _SUBTYPE, sample_rate: Optional[int] = _RATE,
     channel: Optional[int] = _CHANNEL, chunk_seconds: Optional[float] = options.CHUNK,
     overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
