@@ -15,8 +15,8 @@ speed columns: "x real time" = audio seconds / wall seconds of separating (above
 model loading excluded, printed separately); CPU RTF = CPU seconds spent separating / audio seconds (lower is
 faster; on a busy machine this is steadier than wall time). Peak RSS is the child process's
 resource.getrusage maxrss: after loading the model, and at the end; the last lines compare the longest
-recording's peak with the shortest's, per mode. Each mode uses its own chunk defaults unless
---chunk-seconds/--overlap-seconds are given (fast mode: mossep.fast.FAST_CHUNK_SECONDS / FAST_OVERLAP_SECONDS).
+recording's peak with the shortest's, per mode. Both modes use the chunk defaults (mossep.chunking) unless
+--chunk-seconds/--overlap-seconds are given.
 """
 from __future__ import annotations
 

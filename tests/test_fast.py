@@ -180,15 +180,16 @@ def test_bf16_mode_stays_close_on_a_long_input(monkeypatch):
     assert si_snr(approx[0], exact[0]).min().item() > 20.0
 
 
-def test_separator_fast_mode_uses_the_fast_chunking_unless_told(tiny_model_path):
-    from mossep.chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+def test_separator_fast_mode_chunks_like_exact_mode_and_differs_only_slightly(tiny_model_path):
+    """Same chunk plan in both modes (the chunk defaults are chosen for quality, see chunking.py), so fast mode
+    changes only the arithmetic; separating a 20 s mixture gives nearly the exact output."""
     from mossep.separator import Separator
 
     fast = Separator(tiny_model_path, device="cpu", fast=True)
-    assert (fast.chunk_seconds, fast.overlap_seconds) == (fast_mod.FAST_CHUNK_SECONDS, fast_mod.FAST_OVERLAP_SECONDS)
     exact = Separator(tiny_model_path, device="cpu")
-    assert (exact.chunk_seconds, exact.overlap_seconds) == (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS)
-    told = Separator(tiny_model_path, device="cpu", fast=True, chunk_seconds=3, overlap_seconds=0.25)
-    assert (told.chunk_seconds, told.overlap_seconds) == (3.0, 0.25)
-    assert exact.model is not fast.model and exact.separate(_mix(10.0)[0].numpy(), 8000).shape == (2, 80000)
-    assert fast.separate(_mix(10.0)[0].numpy(), 8000).shape == (2, 80000)
+    assert (fast.chunk, fast.overlap) == (exact.chunk, exact.overlap)
+    assert fast.model is not exact.model
+    mix = _mix(20.0, seed=5)[0].numpy()
+    a, b = exact.separate(mix, 8000), fast.separate(mix, 8000)
+    assert a.shape == b.shape == (2, 160000)
+    assert si_snr(torch.from_numpy(b), torch.from_numpy(a)).min().item() > 20.0

@@ -14,9 +14,6 @@
 - elsewhere (CPU without bf16), the nn.Linear layers are quantised to int8 with dynamic activation
   quantisation (`torch.ao.quantization.quantize_dynamic`), CPU only.
 
-Fast mode also separates in longer chunks with less overlap (FAST_CHUNK_SECONDS / FAST_OVERLAP_SECONDS,
-used by mossep.Separator when no chunk setting is given): less of the recording is computed twice.
-
 By default the model passed in is NOT modified: it is deep-copied first (costs one more copy of the
 weights in memory). Pass `copy=False` to convert it in place when the exact model is not needed any more.
 The returned module's state_dict keys differ from the original's (it is for inference, not for saving).
@@ -32,11 +29,6 @@ import torch
 from torch import nn
 
 from .models.blocks import RotaryEmbedding, ScaledSinuEmbedding
-
-# Chunking in fast mode (seconds). 8 s chunks with 0.5 s overlap compute 8/7.5 = 1.07x the audio, against
-# 4/3 = 1.33x for the exact mode's 4 s / 1 s; chosen on the devset with the default model (benchmarks/README.md).
-FAST_CHUNK_SECONDS = 8.0
-FAST_OVERLAP_SECONDS = 0.5
 
 # Modules whose tensors are position tables: kept float32 (a bf16 frequency is off by up to 2^-9, i.e. whole
 # radians after a few thousand frames).

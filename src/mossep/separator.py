@@ -94,19 +94,17 @@ class Separator:
         self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, sample_rate=model_rate)
         self.config = self.loaded.config
         net = self.loaded.model.to(self.device).eval()
-        default_chunk, default_overlap = DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
         if fast:
             if self.device.type != "cpu":
                 raise MossepError("--fast runs on the CPU only (int8); use --device cpu, or drop --fast on CUDA")
             try:
-                from .fast import FAST_CHUNK_SECONDS, FAST_OVERLAP_SECONDS, make_fast
+                from .fast import make_fast
             except ImportError:
                 raise MossepError("fast mode is not available") from None
             net = make_fast(net)
-            default_chunk, default_overlap = FAST_CHUNK_SECONDS, FAST_OVERLAP_SECONDS  # fewer, longer chunks
         self.model = net
-        self.chunk_seconds = default_chunk if chunk_seconds is None else float(chunk_seconds)
-        self.overlap_seconds = default_overlap if overlap_seconds is None else float(overlap_seconds)
+        self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
+        self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
         sr = self.sample_rate
         if not np.isfinite(self.chunk_seconds) or self.chunk_seconds < 0:
             raise MossepError(f"--chunk-seconds must be >= 0 (0 = whole file), got {self.chunk_seconds}")
