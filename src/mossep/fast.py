@@ -7,7 +7,7 @@
   net's weights are stored in bfloat16 and it runs on a bfloat16 copy of the encoder output: every matrix
   product, convolution and elementwise step reads and writes half as many bytes, with no per-call casts
   (torch.autocast would cast the weights and re-cast activations around every op: measured 1.6x faster than
-  float32 at the published size, against ~2x for the stored bf16 weights). Norms accumulate in float32 inside
+  float32 at the published size, against 2.5x for the stored bf16 weights). Norms accumulate in float32 inside
   their kernels. The position tables (rotary `freqs`, sinusoidal `inv_freq`) stay float32, so positions
   thousands of frames in are still exact angles. The encoder and the decoder stay float32: the input is
   analysed and the output synthesised at full precision, only the masks are bf16;
