@@ -96,7 +96,8 @@ class Separator:
         net = self.loaded.model.to(self.device).eval()
         if fast:
             if self.device.type != "cpu":
-                raise MossepError("--fast runs on the CPU only (int8); use --device cpu, or drop --fast on CUDA")
+                raise MossepError("--fast is a CPU mode (bf16 or int8 mask net); on CUDA the default already runs "
+                                  "under bf16/fp16 autocast: drop --fast, or use --device cpu")
             try:
                 from .fast import make_fast
             except ImportError:
