@@ -34,8 +34,9 @@ from mossep import dynamic_mix as dm  # noqa: E402
 from mossep.checkpoints import load_checkpoint  # noqa: E402
 from mossep.checkpoints.native import save_native  # noqa: E402
 from mossep.datasets import resample  # noqa: E402
-from mossep.metrics import best_permutation, pit_si_snr_loss, si_snr  # noqa: E402
+from mossep.metrics import pit_si_snr_loss  # noqa: E402
 from mossep.models import build_model, preset  # noqa: E402
+from mossep.train import si_snri_per_mixture  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -106,20 +107,6 @@ class GpuMixer:
         mix = src.sum(1)
         peak = mix.abs().amax(-1).clamp(min=0.99) / 0.99
         return mix / peak[:, None], src / peak[:, None, None]
-
-
-@torch.no_grad()
-def validate(model, mix: torch.Tensor, ref: torch.Tensor, batch: int = 64) -> np.ndarray:
-    """SI-SNRi (best permutation) of every validation mixture, fp32."""
-    model.eval()
-    out = []
-    for i in range(0, len(mix), batch):
-        m, r = mix[i:i + batch], ref[i:i + batch]
-        best, _ = best_permutation(model(m).float(), r)
-        base = si_snr(m.unsqueeze(1).expand_as(r), r).mean(-1)
-        out.append((best - base).cpu())
-    model.train()
-    return torch.cat(out).numpy()
 
 
 def main() -> None:
@@ -234,7 +221,7 @@ def main() -> None:
         save_native(model, out / name, meta)
 
     def run_validation() -> dict:
-        v = validate(model, vmix, vref)
+        v = si_snri_per_mixture(model, vmix, vref, batch_size=64)[1].numpy()  # SI-SNRi, fp32
         score = {"valid48_si_snri": round(float(v[:48].mean()), 3), "valid_si_snri": round(float(v.mean()), 3),
                  "valid_count": len(v)}
         tl = float(np.mean(losses)) if losses else float("nan")

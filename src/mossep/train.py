@@ -184,21 +184,30 @@ def _device(name: str, local_rank: int) -> torch.device:
 
 
 @torch.no_grad()
+def si_snri_per_mixture(model: torch.nn.Module, mix: torch.Tensor, ref: torch.Tensor,
+                        batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-permutation SI-SNR and SI-SNRi of every mixture, in eval mode (the model is left in train mode).
+
+    mix [N, T], ref [N, C, T] on the model's device -> two [N] tensors on the CPU."""
+    model.eval()
+    scores, improvements = [], []
+    for i in range(0, len(mix), batch_size):
+        m, r = mix[i : i + batch_size], ref[i : i + batch_size]
+        best, _ = best_permutation(model(m).float(), r)
+        base = si_snr(m.unsqueeze(1).expand_as(r), r).mean(-1)
+        scores.append(best.cpu())
+        improvements.append((best - base).cpu())
+    model.train()
+    return torch.cat(scores), torch.cat(improvements)
+
+
 def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
              batch_size: int = 8) -> dict[str, float]:
     """Mean SI-SNR and SI-SNRi (best permutation) over fixed validation mixtures."""
-    model.eval()
-    scores, improvements = [], []
-    for i in range(0, len(items), batch_size):
-        mix = torch.from_numpy(np.stack([m for m, _ in items[i : i + batch_size]])).to(device)
-        ref = torch.from_numpy(np.stack([s for _, s in items[i : i + batch_size]])).to(device)
-        est = model(mix).float()
-        best, _ = best_permutation(est, ref)
-        base = si_snr(mix.unsqueeze(1).expand_as(ref), ref).mean(-1)
-        scores += best.tolist()
-        improvements += (best - base).tolist()
-    model.train()
-    return {"si_snr": float(np.mean(scores)), "si_snri": float(np.mean(improvements))}
+    mix = torch.from_numpy(np.stack([m for m, _ in items])).to(device)
+    ref = torch.from_numpy(np.stack([s for _, s in items])).to(device)
+    scores, improvements = si_snri_per_mixture(model, mix, ref, batch_size)
+    return {"si_snr": float(scores.double().mean()), "si_snri": float(improvements.double().mean())}
 
 
 class Trainer:
