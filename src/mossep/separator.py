@@ -102,7 +102,8 @@ class Separator:
                 from .fast import make_fast
             except ImportError:
                 raise MossepError("fast mode is not available") from None
-            net = make_fast(net)
+            # convert in place a model loaded here (no second copy of the weights); copy one the caller passed in
+            net = make_fast(net, copy=isinstance(model, LoadedModel))
         self.model = net
         self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
         self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
