@@ -74,8 +74,13 @@ class GpuMixer:
         self.segment = segment
         self.device = device
 
-    def batch(self, size: int, gen: torch.Generator, gain_db: float, partial: float, num_spks: int = 2):
-        """(mix [B, T], sources [B, C, T]) with C distinct speakers per mixture."""
+    def batch(self, size: int, gen: torch.Generator, gain_db: float, partial: float, num_spks: int = 2,
+              polarity: bool = True):
+        """(mix [B, T], sources [B, C, T]) with C distinct speakers per mixture.
+
+        polarity: each source is inverted with probability 1/2 (a recording's polarity is arbitrary; a model
+        trained on one polarity only separates the inverted mixture differently, and worse or better at random).
+        """
         d, S, T = self.device, len(self.spk_first), self.segment
         first = torch.randint(0, S, (size, 1), device=d, generator=gen)
         hi = S if num_spks == 2 else S // num_spks  # steps in [1, hi) keep the C speakers distinct
@@ -90,6 +95,8 @@ class GpuMixer:
         rms = src.pow(2).mean(-1, keepdim=True).sqrt() + 1e-8
         level = -25.0 + (torch.rand(size, num_spks, 1, device=d, generator=gen) - 0.5) * gain_db
         src = src / rms * 10 ** (level / 20)
+        if polarity:
+            src = src * (torch.randint(0, 2, (size, num_spks, 1), device=d, generator=gen) * 2 - 1)
         if partial > 0:  # one talker present over only part of the segment (start late or stop early)
             which = torch.rand(size, device=d, generator=gen) < partial
             keep = 0.4 + 0.5 * torch.rand(size, 1, device=d, generator=gen)  # fraction of the segment kept
@@ -125,6 +132,8 @@ def main() -> None:
     p.add_argument("--speeds", type=float, nargs="+", default=[0.94, 0.97, 1.0, 1.03, 1.06])
     p.add_argument("--gain-db", type=float, default=5.0)
     p.add_argument("--partial", type=float, default=0.2)
+    p.add_argument("--polarity", action=argparse.BooleanOptionalAction, default=True,
+                   help="invert each source with probability 1/2")
     p.add_argument("--clip-grad", type=float, default=5.0)
     p.add_argument("--valid-count", type=int, default=256)
     p.add_argument("--valid-every", type=float, default=45.0, help="seconds")
@@ -161,7 +170,7 @@ def main() -> None:
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
 
     def step(batch: int, lr: float) -> float:
-        mix, src = mixer.batch(batch, gen, a.gain_db, a.partial)
+        mix, src = mixer.batch(batch, gen, a.gain_db, a.partial, polarity=a.polarity)
         for g in opt.param_groups:
             g["lr"] = lr
         with autocast:
@@ -216,6 +225,7 @@ def main() -> None:
             "hardware": hardware, "origin": origin, "prior": prior,
             "steps": steps, "mixtures": seen, "gpu_seconds": round(time.time() - t0, 1),
             "batch": a.batch, "peak_lr": peak_lr, "segment_seconds": a.segment,
+            "augment": {"speeds": a.speeds, "gain_db": a.gain_db, "partial": a.partial, "polarity": a.polarity},
             "train": [Path(x).name for x in a.train], "valid": [Path(x).name for x in a.valid],
             **score}}
         save_native(model, out / name, meta)

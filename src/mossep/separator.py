@@ -22,6 +22,7 @@ from .audio import (InputAudio, SpeakerSink, StreamResampler, check_channel, che
                     check_writable_dir, open_input, read_mono_blocks, resample_blocks, resampled_length)
 from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
+from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import removing_new_dirs_on_error
 
@@ -73,19 +74,27 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
     return names
 
 
+def recommended_passes(metadata: dict | None) -> int:
+    """The number of passes a checkpoint's metadata recommends ("inference": {"passes": N}), else 1."""
+    rec = ((metadata or {}).get("inference") or {}).get("passes", 1)
+    return int(rec) if rec in range(1, MAX_PASSES + 1) else 1
+
+
 class Separator:
     """A loaded separation model plus the settings to run it on recordings of any length.
 
     model: a checkpoint path, a LoadedModel, or None for the default model. device: "auto", "cpu", "cuda".
     chunk_seconds: chunk length (0 = whole input at once); overlap_seconds: overlap between chunks.
     threads: torch CPU threads. fast: use mossep.fast.make_fast. model_rate: sample rate of checkpoints that
-    do not store it.
+    do not store it. passes: 1 = separate each chunk once; 2 = also separate its polarity-inverted copy and
+    average the two (mossep.ensemble; twice the compute); None = what the checkpoint's metadata recommends
+    ("inference": {"passes": N}), else 1.
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, passes: int | None = None):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -120,6 +129,11 @@ class Separator:
         if self.chunk and self.overlap >= self.chunk:
             raise MossepError(f"--overlap-seconds ({self.overlap_seconds}) must be shorter than --chunk-seconds "
                               f"({self.chunk_seconds})")
+        if passes is None:
+            passes = recommended_passes(self.loaded.metadata)
+        if passes not in range(1, MAX_PASSES + 1):
+            raise MossepError(f"--passes must be 1 or 2, got {passes}")
+        self.passes = int(passes)
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.amp_dtype = None
         if self.device.type == "cuda":
@@ -134,9 +148,7 @@ class Separator:
         return int(self.config.num_spks)
 
     # -- the engine ---------------------------------------------------------------------------------------
-    def _forward(self, audios: np.ndarray) -> np.ndarray:
-        """[B, L] float32 -> [B, C, L] float64."""
-        x = torch.from_numpy(np.ascontiguousarray(audios, dtype=np.float32)).to(self.device)
+    def _run_model(self, x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             if self.amp_dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
@@ -144,6 +156,15 @@ class Separator:
             else:
                 y = self.model(x)
         return y.float().cpu().numpy().astype(np.float64)
+
+    def _forward(self, audios: np.ndarray) -> np.ndarray:
+        """[B, L] float32 -> [B, C, L] float64 (one pass per view, merged by mossep.ensemble)."""
+        audios = np.ascontiguousarray(audios, dtype=np.float32)
+        x = torch.from_numpy(audios).to(self.device)
+        views = [sign * self._run_model(sign * x) for sign in view_signs(self.passes)]
+        if len(views) == 1:
+            return views[0]
+        return np.stack([merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
 
     def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
                         progress: Progress | None = None, name: str = "input") -> Iterator[np.ndarray]:

@@ -68,6 +68,7 @@ def evaluate(
     overlap_seconds: Optional[float] = options.OVERLAP,
     threads: Optional[int] = options.THREADS,
     fast: bool = options.FAST,
+    passes: Optional[int] = options.PASSES,
     model_rate: Optional[int] = options.MODEL_RATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--csv files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
@@ -85,12 +86,14 @@ def evaluate(
         from ..separator import Separator
 
         separator = Separator(model=model, device=device, chunk_seconds=chunk_seconds,
-                              overlap_seconds=overlap_seconds, threads=threads, fast=fast, model_rate=model_rate)
+                              overlap_seconds=overlap_seconds, threads=threads, fast=fast, model_rate=model_rate,
+                              passes=passes)
         loaded = separator.loaded
         settings = {"device": str(getattr(separator, "device", device)),  # as resolved, where the separator says
                     "chunk_seconds": getattr(separator, "chunk_seconds", chunk_seconds),
                     "overlap_seconds": getattr(separator, "overlap_seconds", overlap_seconds),
-                    "threads": threads, "fast": fast, "model_rate": model_rate}
+                    "threads": threads, "fast": fast, "model_rate": model_rate,
+                    "passes": getattr(separator, "passes", passes)}
         model_info = {"path": str(loaded.path), "source": loaded.source, "sample_rate": separator.sample_rate,
                       "num_speakers": separator.num_speakers, "notes": list(loaded.notes)}
         if not quiet:

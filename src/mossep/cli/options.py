@@ -13,3 +13,6 @@ FAST = typer.Option(False, "--fast", help="Use the faster inference path (mossep
 CHUNK = typer.Option(None, "--chunk-seconds", help="Chunk length for long inputs; 0 = whole file at once. "
                      f"Default: {DEFAULT_CHUNK_SECONDS:g}.")
 OVERLAP = typer.Option(None, "--overlap-seconds", help=f"Overlap between chunks. Default: {DEFAULT_OVERLAP_SECONDS:g}.")
+PASSES = typer.Option(None, "--passes", help="1: separate once; 2: also separate the polarity-inverted mixture "
+                      "and average the two (better, twice the time). Default: what the checkpoint recommends "
+                      "(the bundled model: 2), else 1.")
