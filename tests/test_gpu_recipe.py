@@ -69,6 +69,17 @@ def test_gpu_mixer_partial_overlap_silences_part_of_one_talker_never_all():
     assert (src.pow(2).mean(-1) > 0).all()  # never a silent target
 
 
+def test_gpu_mixer_inverts_about_half_the_sources_when_asked():
+    mod = _recipe()
+    t = np.arange(3 * RATE) / RATE
+    speakers = {f"s{k}": [(1.0 + 0.5 * np.sin(2 * np.pi * (200 + 100 * k) * t)).astype(np.float32)] for k in range(4)}
+    mixer = mod.GpuMixer(speakers, RATE, RATE, [1.0], torch.device("cpu"))
+    for polarity in (False, True):
+        _, src = mixer.batch(512, torch.Generator().manual_seed(3), 0.0, 0.0, polarity=polarity)
+        inverted = (src.mean(-1) < 0).float().mean()  # positive signals: a negative mean is an inverted source
+        assert (0.4 < inverted < 0.6) if polarity else inverted == 0
+
+
 def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 4), ("valid", 3)):

@@ -71,6 +71,19 @@ def test_batches_are_a_pure_function_of_seed_and_step(speaker_sets):
     assert all(not np.allclose(r[0], r[1]) for r in refs)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_random_polarity_inverts_about_half_the_sources(flip):
+    # every utterance is a positive pulse train, so a source's sign shows whether it was inverted
+    pulses = np.zeros(4000, np.float32)
+    pulses[::50] = 1.0
+    spk = {f"s{i}": [pulses.copy()] for i in range(4)}
+    spec = dm.MixSpec(1000, 2, 5.0, 0.0, random_polarity=flip)
+    rng = np.random.default_rng(0)
+    signs = [np.sign(s.sum()) for _ in range(200) for s in dm.make_mixture(spk, spec, rng, SR)[1]]
+    inverted = np.mean(np.array(signs) < 0)
+    assert (0.4 < inverted < 0.6) if flip else inverted == 0
+
+
 def test_loss_goes_down_and_best_checkpoint_separates(tmp_path, speaker_sets):
     trainer = Trainer(_cfg(tmp_path, speaker_sets))
     losses = []

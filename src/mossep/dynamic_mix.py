@@ -26,6 +26,7 @@ class MixSpec:
     num_spks: int = 2
     gain_db: float = 5.0  # relative gains uniform in [-gain_db, +gain_db]
     speed_perturb: float = 0.0  # speed factors uniform in [1 - p, 1 + p]; 0 disables
+    random_polarity: bool = False  # invert each source with probability 1/2
 
 
 def cache_dir() -> Path:
@@ -106,7 +107,8 @@ def make_mixture(speakers: dict[str, list[np.ndarray]], spec: MixSpec, rng: np.r
     """One random mixture: (mix [T], sources [C, T]), distinct speakers, random crops and gains.
 
     Each source is scaled to a random level around -25 dBFS RMS (+-gain_db/2 each, so relative gains span
-    +-gain_db); the mixture is the sum and is rescaled if it would clip.
+    +-gain_db), and inverted with probability 1/2 if spec.random_polarity; the mixture is the sum and is
+    rescaled if it would clip.
     """
     names = list(speakers)
     chosen = rng.choice(len(names), size=spec.num_spks, replace=False)
@@ -122,7 +124,8 @@ def make_mixture(speakers: dict[str, list[np.ndarray]], spec: MixSpec, rng: np.r
             x = resample(x, sample_rate, int(round(sample_rate / factor)))
         x = _crop(x, spec.segment_samples, rng)
         level_db = -25.0 + float(rng.uniform(-spec.gain_db / 2, spec.gain_db / 2))
-        sources.append(x / _rms(x) * 10 ** (level_db / 20))
+        sign = -1.0 if spec.random_polarity and rng.random() < 0.5 else 1.0
+        sources.append(sign * x / _rms(x) * 10 ** (level_db / 20))
     src = np.stack(sources).astype(np.float32)
     mix = src.sum(0)
     peak = np.abs(mix).max()

@@ -45,6 +45,7 @@ class TrainConfig:
     segment_seconds: float = 4.0
     gain_db: float = 5.0
     speed_perturb: float = 0.05
+    random_polarity: bool = True  # invert each source with probability 1/2 (recording polarity is arbitrary)
     batch_size: int = 4
     steps: int = 10000
     lr: float = 1e-3
@@ -145,7 +146,7 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
     unknown = sorted(set(cfg.model) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise MossepError(f"training option model: unknown model settings {unknown}")
-    for name in ("bf16", "quiet"):
+    for name in ("bf16", "quiet", "random_polarity"):
         if not isinstance(getattr(cfg, name), bool):
             raise bad(name, "expected true or false")
     out = replace(cfg, **values)
@@ -246,7 +247,7 @@ class Trainer:
         self.data: list = []
         if cfg.train_dirs:
             speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr)
-            spec = dm.MixSpec(segment, self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb)
+            spec = dm.MixSpec(segment, self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb, cfg.random_polarity)
             self.data.append(td.DynamicMixing(speakers, spec, sr))
         if cfg.train_sets:
             self.data.append(td.FixedMixtures.load([Path(p) for p in cfg.train_sets], sr, self.mcfg.num_spks, segment))
@@ -310,7 +311,8 @@ class Trainer:
                 "steps": self.step, "batch_size": cfg.batch_size * self.world, "segment_seconds": cfg.segment_seconds,
                 "train_hours": round(self.train_seconds / 3600, 3),
                 "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
-                "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb},
+                "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb,
+                                   "random_polarity": cfg.random_polarity},
             },
             "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
                            "mixtures": len(self.valid_items), "seconds": cfg.valid_seconds},
