@@ -116,6 +116,15 @@ class GpuMixer:
         return mix / peak[:, None], src / peak[:, None, None]
 
 
+def zero_grads_if_nonfinite_(params: list[torch.Tensor], grad_norm: torch.Tensor) -> None:
+    """Zero every gradient when the total gradient norm is not finite, without a host-device sync (the test
+    stays a tensor on the device), so a bad batch cannot put NaN into the weights or Adam's moments."""
+    bad = ~torch.isfinite(grad_norm)
+    for q in params:
+        if q.grad is not None:
+            q.grad.masked_fill_(bad, 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--init", default=None, help="checkpoint to continue from (else --preset from scratch)")
@@ -166,7 +175,8 @@ def main() -> None:
           flush=True)
     gen = torch.Generator(device=dev)
     gen.manual_seed(a.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.Adam(params, lr=a.lr)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
 
     def step(batch: int, lr: float) -> float:
@@ -178,9 +188,8 @@ def main() -> None:
         loss = pit_si_snr_loss(est.float(), src)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
-        if torch.isfinite(loss):
-            opt.step()
+        zero_grads_if_nonfinite_(params, torch.nn.utils.clip_grad_norm_(params, a.clip_grad))
+        opt.step()
         return loss.detach()
 
     if a.bench:
@@ -264,7 +273,7 @@ def main() -> None:
                 bad += 1
                 if bad >= 3:  # diverged: back to the best weights, half the learning rate
                     model.load_state_dict(best_state)
-                    opt = torch.optim.Adam(model.parameters(), lr=lr)
+                    opt = torch.optim.Adam(params, lr=lr)
                     peak_lr, bad = peak_lr / 2, 0
                     print(f"[{a.tag}] non-finite loss: restored best, peak lr now {peak_lr:.2e}", flush=True)
         if time.time() - last_valid >= a.valid_every:

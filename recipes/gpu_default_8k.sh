@@ -9,6 +9,8 @@
 #   pip download (python 3.12, manylinux x86-64, --no-deps) soundfile cffi pycparser soxr into .whl/
 #   printf '/.gpu/\n/.whl/\n/tests/fixtures/\n' >> .git/info/exclude && git rm -r -q --cached tests/fixtures
 # Run there (carry .gpu and .whl):  bash recipes/gpu_default_8k.sh MINUTES_A MINUTES_B      (results in $OUT)
+# MINUTES_B=0 runs stage A only (one cosine over the whole budget: what the next session should do, e.g.
+# `RTF=0 bash recipes/gpu_default_8k.sh 11 0`); RTF=0 skips the real-time-factor runs (measured already).
 # Afterwards here: git reset -q (restores the index), then see weights/README.md for shipping the result.
 set -o pipefail
 MIN_A=${1:-6.5}; MIN_B=${2:-4}
@@ -20,11 +22,18 @@ C=.gpu/corpus
 DATA="--train $C/librispeech-train-clean-100 --valid $C/librispeech-test-other $C/vctk --batch 32"
 python3 recipes/gpu_default_8k.py --init weights/default.safetensors $DATA --minutes "$MIN_A" --lr 1e-3 \
   --out "$OUT/A" --tag A 2>&1 | tee "$OUT/train_A.txt" || exit 1
-python3 recipes/gpu_default_8k.py --init "$OUT/A/best.safetensors" $DATA --minutes "$MIN_B" --lr 4e-4 --warmup 100 \
-  --valid-every 60 --out "$OUT/B" --tag B 2>&1 | tee "$OUT/train_B.txt" || exit 1
-rm -f "$OUT"/A/*.safetensors "$OUT/B/final.safetensors"   # what comes back: B's best, the logs
+if [ "$MIN_B" = 0 ]; then
+  rm -f "$OUT/A/final.safetensors"   # what comes back: A's best, the log
+  BEST="$OUT/A/best.safetensors"
+else
+  python3 recipes/gpu_default_8k.py --init "$OUT/A/best.safetensors" $DATA --minutes "$MIN_B" --lr 4e-4 --warmup 100 \
+    --valid-every 60 --out "$OUT/B" --tag B 2>&1 | tee "$OUT/train_B.txt" || exit 1
+  rm -f "$OUT"/A/*.safetensors "$OUT/B/final.safetensors"   # what comes back: B's best, the logs
+  BEST="$OUT/B/best.safetensors"
+fi
+[ "${RTF:-1}" = 0 ] && exit 0
 # GPU real-time factor, 16 kHz input end to end (read, resample, separate, write)
-timeout 100 python3 benchmarks/bench_separate.py speed --model "$OUT/B/best.safetensors" --minutes 60 --device cuda \
+timeout 100 python3 benchmarks/bench_separate.py speed --model "$BEST" --minutes 60 --device cuda \
   --threads 8 2>&1 | tee "$OUT/rtf.txt"
 timeout 60 python3 benchmarks/bench_separate.py speed --preset paper-l --minutes 10 --device cuda --threads 8 2>&1 \
   | tee -a "$OUT/rtf.txt"

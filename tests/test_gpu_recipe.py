@@ -80,6 +80,21 @@ def test_gpu_mixer_inverts_about_half_the_sources_when_asked():
         assert (0.4 < inverted < 0.6) if polarity else inverted == 0
 
 
+def test_a_non_finite_step_leaves_weights_and_adam_state_finite():
+    mod = _recipe()
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1)
+    for loss_scale in (1.0, float("nan"), 1.0):
+        opt.zero_grad()
+        (w.sum() * loss_scale).backward()
+        mod.zero_grads_if_nonfinite_([w], torch.nn.utils.clip_grad_norm_([w], 5.0))
+        if loss_scale != loss_scale:
+            assert torch.equal(w.grad, torch.zeros(3))
+        opt.step()
+    assert torch.isfinite(w).all() and torch.isfinite(opt.state[w]["exp_avg_sq"]).all()
+    assert (w < 1).all()  # the finite steps did move the weights
+
+
 def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 4), ("valid", 3)):
