@@ -12,7 +12,7 @@ from mossep.checkpoints import LoadedModel
 from mossep.ensemble import merge_views, view_signs
 from mossep.errors import MossepError
 from mossep.models import ModelConfig, build_model
-from mossep.separator import Separator, recommended_passes
+from mossep.separator import Separator, recommended_settings
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -64,12 +64,15 @@ def test_view_signs():
             view_signs(bad)
 
 
-def test_recommended_passes_reads_checkpoint_metadata():
-    assert recommended_passes(None) == 1
-    assert recommended_passes({}) == 1
-    assert recommended_passes({"inference": {"passes": 2}}) == 2
-    assert recommended_passes({"inference": {"passes": 7}}) == 1  # unknown values fall back to one pass
-    assert recommended_passes({"inference": {"passes": "2"}}) == 1
+def test_recommended_settings_read_checkpoint_metadata():
+    plain = {"passes": 1, "wiener": False}
+    assert recommended_settings(None) == plain
+    assert recommended_settings({}) == plain
+    assert recommended_settings({"inference": {"passes": 2, "wiener": True}}) == {"passes": 2, "wiener": True}
+    # invalid values fall back to the plain settings
+    assert recommended_settings({"inference": {"passes": 7, "wiener": "yes"}}) == plain
+    assert recommended_settings({"inference": {"passes": "2", "wiener": 1}}) == plain
+    assert recommended_settings({"inference": {"passes": True}}) == plain
 
 
 def _tiny(metadata=None) -> LoadedModel:
@@ -81,8 +84,8 @@ def _tiny(metadata=None) -> LoadedModel:
 
 def test_separator_two_passes_merges_the_inverted_pass():
     mix = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
-    one = Separator(_tiny(), device="cpu", passes=1)
-    two = Separator(_tiny(), device="cpu", passes=2)
+    one = Separator(_tiny(), device="cpu", passes=1, wiener=False)
+    two = Separator(_tiny(), device="cpu", passes=2, wiener=False)
     assert (one.passes, two.passes) == (1, 2)
     a = one._forward(mix[None])[0]
     inverted = -one._forward(-mix[None])[0]
@@ -92,9 +95,12 @@ def test_separator_two_passes_merges_the_inverted_pass():
     assert out.shape == (2, len(mix)) and np.isfinite(out).all()
 
 
-def test_separator_passes_default_from_metadata_and_bad_values():
-    assert Separator(_tiny(), device="cpu").passes == 1
-    assert Separator(_tiny({"inference": {"passes": 2}}), device="cpu").passes == 2
-    assert Separator(_tiny({"inference": {"passes": 2}}), device="cpu", passes=1).passes == 1
+def test_separator_settings_default_from_metadata_and_bad_values():
+    plain = Separator(_tiny(), device="cpu")
+    assert (plain.passes, plain.wiener) == (1, False)
+    rec = Separator(_tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu")
+    assert (rec.passes, rec.wiener) == (2, True)
+    told = Separator(_tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu", passes=1, wiener=False)
+    assert (told.passes, told.wiener) == (1, False)
     with pytest.raises(MossepError, match="--passes must be 1 or 2"):
         Separator(_tiny(), device="cpu", passes=3)

@@ -24,6 +24,7 @@ from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
+from .postfilter import wiener_filter
 from .fsutil import removing_new_dirs_on_error
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
@@ -74,10 +75,14 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
     return names
 
 
-def recommended_passes(metadata: dict | None) -> int:
-    """The number of passes a checkpoint's metadata recommends ("inference": {"passes": N}), else 1."""
-    rec = ((metadata or {}).get("inference") or {}).get("passes", 1)
-    return int(rec) if rec in range(1, MAX_PASSES + 1) else 1
+def recommended_settings(metadata: dict | None) -> dict:
+    """Inference settings a checkpoint's metadata recommends ("inference": {"passes": 2, "wiener": true}),
+    falling back to 1 pass and no post-filter for anything absent or invalid."""
+    rec = (metadata or {}).get("inference") or {}
+    passes = rec.get("passes", 1)
+    wiener = rec.get("wiener", False)
+    return {"passes": passes if type(passes) is int and 1 <= passes <= MAX_PASSES else 1,
+            "wiener": wiener if isinstance(wiener, bool) else False}
 
 
 class Separator:
@@ -87,14 +92,15 @@ class Separator:
     chunk_seconds: chunk length (0 = whole input at once); overlap_seconds: overlap between chunks.
     threads: torch CPU threads. fast: use mossep.fast.make_fast. model_rate: sample rate of checkpoints that
     do not store it. passes: 1 = separate each chunk once; 2 = also separate its polarity-inverted copy and
-    average the two (mossep.ensemble; twice the compute); None = what the checkpoint's metadata recommends
-    ("inference": {"passes": N}), else 1.
+    average the two (mossep.ensemble; twice the compute). wiener: re-take each speaker from the mixture through
+    soft masks made from the estimates (mossep.postfilter). passes/wiener None = what the checkpoint's metadata
+    recommends (see recommended_settings), else 1 pass and no post-filter.
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
-                 batch_size: int | None = None, passes: int | None = None):
+                 batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -129,11 +135,12 @@ class Separator:
         if self.chunk and self.overlap >= self.chunk:
             raise MossepError(f"--overlap-seconds ({self.overlap_seconds}) must be shorter than --chunk-seconds "
                               f"({self.chunk_seconds})")
-        if passes is None:
-            passes = recommended_passes(self.loaded.metadata)
+        rec = recommended_settings(self.loaded.metadata)
+        passes = rec["passes"] if passes is None else passes
         if passes not in range(1, MAX_PASSES + 1):
             raise MossepError(f"--passes must be 1 or 2, got {passes}")
         self.passes = int(passes)
+        self.wiener = bool(rec["wiener"] if wiener is None else wiener)
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.amp_dtype = None
         if self.device.type == "cuda":
@@ -158,13 +165,16 @@ class Separator:
         return y.float().cpu().numpy().astype(np.float64)
 
     def _forward(self, audios: np.ndarray) -> np.ndarray:
-        """[B, L] float32 -> [B, C, L] float64 (one pass per view, merged by mossep.ensemble)."""
+        """[B, L] float32 -> [B, C, L] float64: one model pass per view (merged by mossep.ensemble), then the
+        optional post-filter (mossep.postfilter)."""
         audios = np.ascontiguousarray(audios, dtype=np.float32)
         x = torch.from_numpy(audios).to(self.device)
         views = [sign * self._run_model(sign * x) for sign in view_signs(self.passes)]
-        if len(views) == 1:
-            return views[0]
-        return np.stack([merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
+        est = views[0] if len(views) == 1 else np.stack(
+            [merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
+        if self.wiener:
+            est = np.stack([wiener_filter(e, a, self.sample_rate) for e, a in zip(est, audios)])
+        return est
 
     def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
                         progress: Progress | None = None, name: str = "input") -> Iterator[np.ndarray]:

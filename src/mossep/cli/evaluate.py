@@ -69,6 +69,7 @@ def evaluate(
     threads: Optional[int] = options.THREADS,
     fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES,
+    wiener: Optional[bool] = options.WIENER,
     model_rate: Optional[int] = options.MODEL_RATE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--csv files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
@@ -87,13 +88,13 @@ def evaluate(
 
         separator = Separator(model=model, device=device, chunk_seconds=chunk_seconds,
                               overlap_seconds=overlap_seconds, threads=threads, fast=fast, model_rate=model_rate,
-                              passes=passes)
+                              passes=passes, wiener=wiener)
         loaded = separator.loaded
         settings = {"device": str(getattr(separator, "device", device)),  # as resolved, where the separator says
                     "chunk_seconds": getattr(separator, "chunk_seconds", chunk_seconds),
                     "overlap_seconds": getattr(separator, "overlap_seconds", overlap_seconds),
                     "threads": threads, "fast": fast, "model_rate": model_rate,
-                    "passes": getattr(separator, "passes", passes)}
+                    "passes": getattr(separator, "passes", passes), "wiener": getattr(separator, "wiener", wiener)}
         model_info = {"path": str(loaded.path), "source": loaded.source, "sample_rate": separator.sample_rate,
                       "num_speakers": separator.num_speakers, "notes": list(loaded.notes)}
         if not quiet:

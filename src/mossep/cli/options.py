@@ -16,3 +16,6 @@ OVERLAP = typer.Option(None, "--overlap-seconds", help=f"Overlap between chunks.
 PASSES = typer.Option(None, "--passes", help="1: separate once; 2: also separate the polarity-inverted mixture "
                       "and average the two (better, twice the time). Default: what the checkpoint recommends "
                       "(the bundled model: 2), else 1.")
+WIENER = typer.Option(None, "--wiener/--no-wiener", help="Re-take each speaker from the mixture through soft "
+                      "time-frequency masks made from the model's estimates (removes artefacts of weaker models). "
+                      "Default: what the checkpoint recommends (the bundled model: on), else off.")

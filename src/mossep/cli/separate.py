@@ -81,9 +81,9 @@ def _value(v: enum.Enum | str) -> str:
     return v.value if isinstance(v, enum.Enum) else str(v)
 
 
-def _load(model, model_rate, device, threads, fast, chunk, overlap, passes) -> Separator:
+def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
-                     fast=fast, model_rate=model_rate, passes=passes)
+                     fast=fast, model_rate=model_rate, passes=passes, wiener=wiener)
 
 
 @app.command()
@@ -97,7 +97,7 @@ def separate(
     overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
-    passes: Optional[int] = options.PASSES, quiet: bool = _QUIET,
+    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER, quiet: bool = _QUIET,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -112,7 +112,7 @@ def separate(
     if inputs.count(STDIN) > 1:
         raise MossepError("- (stdin) can be given only once")
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -168,7 +168,7 @@ def batch(
     overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
-    passes: Optional[int] = options.PASSES, quiet: bool = _QUIET,
+    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER, quiet: bool = _QUIET,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -187,7 +187,7 @@ def batch(
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener)
     check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
     done = skipped = 0
     failed: list[str] = []
