@@ -1,0 +1,84 @@
+"""Make a training run's checkpoint the shipped default (weights/default.safetensors), with its history.
+
+Keeps the training stages already recorded in the current default's metadata and appends the new run's
+stage, sets the inference settings the checkpoint recommends (chosen on held-out validation speakers with
+benchmarks/bench_inference.py, never on the devset), then measures what the card reports with exactly those
+settings: the Libri2Mix dev clips (measurement only), the two fixture clips the tests use, the example.
+
+    python recipes/ship_default.py runs/cpu-round3/best.safetensors --hardware "2-core CPU" \
+        --command "python recipes/gpu_default_8k.py --device cpu ..." --passes 2 --wiener --name "..."
+
+Prints the new metadata; weights/README.md and the test floors are then updated by hand from it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mossep.checkpoints import load_checkpoint  # noqa: E402
+from mossep.checkpoints.native import save_native  # noqa: E402
+from mossep.evaluate import evaluate_dataset  # noqa: E402
+from mossep.separator import Separator  # noqa: E402
+
+DEFAULT = ROOT / "weights" / "default.safetensors"
+DEVSET = ROOT.parent / "shared" / "devset" / "libri2mix"
+STAGE_KEYS = ("steps", "mixtures", "batch", "peak_lr", "segment_seconds", "gpu_seconds", "augment",
+              "valid48_si_snri", "valid_si_snri", "valid_count")
+
+
+def scores(sep: Separator, dataset: Path) -> dict:
+    s = evaluate_dataset(dataset, separator=sep).summary()
+    return {"items": s["items"], "si_snri_db": round(s["si_snri"], 2), "sdri_db": round(s["sdri"], 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("candidate")
+    p.add_argument("--hardware", required=True)
+    p.add_argument("--command", required=True, help="the command that trained the candidate")
+    p.add_argument("--name", required=True)
+    p.add_argument("--passes", type=int, default=1)
+    p.add_argument("--wiener", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(DEFAULT))
+    a = p.parse_args()
+
+    previous = load_checkpoint(DEFAULT).metadata
+    cand = load_checkpoint(a.candidate)
+    run = cand.metadata.get("training", {})
+    stage = {"hardware": a.hardware, **{k: run[k] for k in STAGE_KEYS if k in run}, "command": a.command}
+    if "gpu_seconds" in stage and "GPU" not in a.hardware.upper() and "NVIDIA" not in a.hardware.upper():
+        stage["train_seconds"] = stage.pop("gpu_seconds")
+    training = dict(previous.get("training", {}))
+    stages = list(training.get("stages", [])) + [stage]
+    training.update(stages=stages, steps=sum(s.get("steps", 0) for s in stages),
+                    mixtures=sum(s.get("mixtures", 0) for s in stages))
+    meta = {**previous, "name": a.name, "training": training,
+            "inference": {"passes": a.passes, "wiener": a.wiener,
+                          "chosen_with": "benchmarks/bench_inference.py (held-out validation speakers)"},
+            "validation": {"si_snri_db": run.get("valid_si_snri"), "mixtures": run.get("valid_count"),
+                           "seconds": run.get("segment_seconds"), "first48_si_snri_db": run.get("valid48_si_snri"),
+                           "settings": "1 pass, no post-filter (the training recipe's validation)"}}
+    sep = Separator(cand, device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
+    settings = f"--passes {a.passes} --{'' if a.wiener else 'no-'}wiener (the checkpoint's recommendation)"
+    evaluation = {}
+    if DEVSET.is_dir():
+        evaluation["libri2mix_dev_clips"] = {**scores(sep, DEVSET), "settings": settings,
+                                             "command": "mossep evaluate ../shared/devset/libri2mix --threads 2"}
+    fixtures = ROOT / "tests" / "fixtures" / "libri2mix"
+    report = evaluate_dataset(fixtures, separator=sep)
+    evaluation["fixture_clips"] = {**{s.id: round(s.si_snri, 2) for s in report.items},
+                                   "command": "mossep evaluate tests/fixtures/libri2mix"}
+    evaluation["example"] = {**scores(sep, ROOT / "examples"), "command": "mossep evaluate examples"}
+    meta["evaluation"] = evaluation
+    save_native(cand.model, Path(a.out), meta)
+    print(json.dumps(meta, indent=1))
+
+
+if __name__ == "__main__":
+    main()
