@@ -96,6 +96,23 @@ def test_chunk_options_and_whole_file(tmp_path, capsys, model):
     assert code == 1 and "shorter than --chunk-seconds" in err
 
 
+def test_passes_and_wiener_options_change_the_output(tmp_path, capsys, model):
+    src = tone(tmp_path / "talk.wav", seconds=1.5)
+    outs = {}
+    for extra in (["--passes", "1", "--no-wiener"], ["--passes", "2", "--no-wiener"], ["--passes", "1", "--wiener"]):
+        out = tmp_path / "-".join(extra)
+        code, _, err = run(["separate", src, "-o", out, *extra, *model], capsys)
+        assert code == 0, err
+        outs[" ".join(extra)] = sf.read(out / "talk_spk1.wav")[0]
+    plain = outs["--passes 1 --no-wiener"]
+    assert all(len(v) == len(plain) for v in outs.values())
+    assert not np.allclose(outs["--passes 2 --no-wiener"], plain, atol=1e-3)
+    assert not np.allclose(outs["--passes 1 --wiener"], plain, atol=1e-3)
+    code, _, err = run(["separate", src, "-o", tmp_path / "bad", "--passes", "3", *model], capsys)
+    assert code == 1 and err.strip() == "mossep: error: --passes must be 1 or 2, got 3"
+    assert not (tmp_path / "bad").exists()
+
+
 def test_progress_and_notes_go_to_stderr_only(tmp_path, capsys, tiny_model_path):
     src = tone(tmp_path / "p.wav")
     code, out, err = run(["separate", src, "-o", tmp_path / "o", "--model", tiny_model_path, "--device", "cpu"],

@@ -202,6 +202,11 @@ def test_cli_with_tiny_model(tiny_model_path, tmp_path, capsys):
     assert item["id"] == "item10" and np.isfinite(item["si_snr"]) and item["process_s"] > 0
     assert item["rtf"] == pytest.approx(item["process_s"] / item["duration_s"])
     assert data["summary"]["rtf"] == pytest.approx(item["rtf"])
+    assert (data["settings"]["passes"], data["settings"]["wiener"]) == (1, False)  # the tiny model recommends none
+    assert _cli("evaluate", DEVSET, "--model", tiny_model_path, "--device", "cpu", "--json", js, "--overwrite",
+                "--limit", "1", "--passes", "2", "--wiener", "-q") == 0
+    data = json.loads(js.read_text())
+    assert (data["settings"]["passes"], data["settings"]["wiener"]) == (2, True)
 
 
 @pytest.mark.parametrize("bad, words", [("item10_source1.wav", "NaN or infinite"), ("item10_mix.wav", "NaN or infinite"),

@@ -24,8 +24,8 @@ from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
-from .postfilter import wiener_filter
 from .fsutil import removing_new_dirs_on_error
+from .postfilter import wiener_filter
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
 Note = Callable[[str], None]
