@@ -20,9 +20,9 @@ from mossep.metrics import si_snr_improvement
 
 FIXTURES = Path(__file__).parent / "fixtures" / "libri2mix"
 EXAMPLES = Path(__file__).parent.parent / "examples"
-# item: (measured SI-SNRi in dB when committed, floor used here)
-MEASURED = {"item10": (9.02, 6.5), "item28": (7.15, 5.0)}
-EXAMPLE_MEASURED = (4.52, 2.5)
+# item: (measured SI-SNRi in dB when committed, with the checkpoint's recommended settings; floor used here)
+MEASURED = {"item10": (10.01, 7.5), "item28": (6.99, 4.5)}
+EXAMPLE_MEASURED = (3.77, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,9 @@ def test_default_checkpoint_is_shipped_and_described():
     assert loaded.config.sample_rate == 8000 and loaded.config.num_spks == 2
     meta = loaded.metadata
     assert meta["training"]["steps"] > 0 and "si_snri_db" in meta["validation"]
+    # the recommended inference settings are recorded and are what a plain Separator() uses
+    sep = Separator(device="cpu")
+    assert (sep.passes, sep.wiener) == (meta["inference"]["passes"], meta["inference"]["wiener"]) == (2, True)
 
 
 @pytest.mark.parametrize("item", sorted(MEASURED))
