@@ -91,12 +91,15 @@ def main() -> None:
     p.add_argument("--overlaps", type=float, nargs="+", default=[0.5, 1.0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fast", action="store_true")
+    p.add_argument("--passes", type=int, default=None, help="default: the checkpoint's recommendation")
+    p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     probe = Separator(a.model, device="cpu", threads=a.threads)
     rate = probe.sample_rate
     items = long_mixtures([Path(s) for s in a.sets], a.seconds, rate, a.spread)
-    print(f"model: {a.model or 'default'}{' (fast)' if a.fast else ''}; {len(items)} mixtures of {a.seconds:g} s "
+    print(f"model: {a.model or 'default'}{' (fast)' if a.fast else ''}; passes {a.passes or 'default'}, wiener "
+          f"{'default' if a.wiener is None else a.wiener}; {len(items)} mixtures of {a.seconds:g} s "
           f"from {', '.join(Path(s).name for s in a.sets)}; threads {a.threads}")
     print("| chunk (s) | overlap (s) | mean SI-SNRi (dB) | worst file (dB) | swapped 4 s windows | wall s per audio s |")
     print("|---|---|---|---|---|---|", flush=True)
@@ -105,7 +108,7 @@ def main() -> None:
             if chunk and overlap >= chunk / 2:
                 continue
             sep = Separator(a.model, device="cpu", chunk_seconds=chunk, overlap_seconds=overlap,
-                            threads=a.threads, fast=a.fast)
+                            threads=a.threads, fast=a.fast, passes=a.passes, wiener=a.wiener)
             scores, swaps, t0 = [], [], time.perf_counter()
             for _, mix, ref in items:
                 est = sep.separate(mix, rate)

@@ -188,8 +188,8 @@ def test_convert_into_unwritable_folder_is_one_line(capsys, tmp_path, tiny_model
 
 
 def test_shared_options_are_defined_once():
-    """--model, --model-rate, --device, --threads, --fast and the chunk options mean the same in every command
-    that has them: the same option objects, hence the same help."""
+    """--model, --model-rate, --device, --threads, --fast, --passes, --wiener and the chunk options mean the same
+    in every command that has them: the same option objects, hence the same help."""
     import inspect
 
     import typer
@@ -205,4 +205,4 @@ def test_shared_options_are_defined_once():
             if isinstance(opt, typer.models.OptionInfo) and opt.param_decls and opt.param_decls[0] in shared:
                 assert opt is shared[opt.param_decls[0]], (cmd.callback.__name__, opt.param_decls[0])
                 seen += 1
-    assert seen == 23  # separate, batch and evaluate 7 each, info and convert 1 each
+    assert seen == 29  # separate, batch and evaluate 9 each, info and convert 1 each
