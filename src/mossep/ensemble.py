@@ -20,7 +20,7 @@ def view_signs(passes: int) -> list[float]:
     """The input polarity of each pass: 1 pass = the mixture; 2 = the mixture and its inverse."""
     if passes not in (1, 2):
         raise ValueError(f"passes must be 1 or 2, got {passes}")
-    return [1.0, -1.0][:passes]
+    return [1.0, -1.0][:int(passes)]
 
 
 def merge_views(views: list[np.ndarray], mix: np.ndarray) -> np.ndarray:

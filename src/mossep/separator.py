@@ -137,9 +137,11 @@ class Separator:
                               f"({self.chunk_seconds})")
         rec = recommended_settings(self.loaded.metadata)
         passes = rec["passes"] if passes is None else passes
-        if passes not in range(1, MAX_PASSES + 1):
-            raise MossepError(f"--passes must be 1 or 2, got {passes}")
-        self.passes = int(passes)
+        try:
+            self.signs = view_signs(passes)  # the input polarity of each pass
+        except ValueError:
+            raise MossepError(f"--passes must be 1 or 2, got {passes}") from None
+        self.passes = len(self.signs)
         self.wiener = bool(rec["wiener"] if wiener is None else wiener)
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.amp_dtype = None
@@ -169,7 +171,7 @@ class Separator:
         optional post-filter (mossep.postfilter)."""
         audios = np.ascontiguousarray(audios, dtype=np.float32)
         x = torch.from_numpy(audios).to(self.device)
-        views = [sign * self._run_model(sign * x) for sign in view_signs(self.passes)]
+        views = [self._run_model(x if sign > 0 else -x) for sign in self.signs]  # merge_views fixes the signs
         est = views[0] if len(views) == 1 else np.stack(
             [merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
         if self.wiener:
