@@ -15,6 +15,7 @@ import numpy as np
 
 from mossep import Separator
 from mossep import dynamic_mix as dm
+from mossep.checkpoints import load_checkpoint
 from mossep.metrics import si_snr_improvement
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -31,9 +32,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
 
+    loaded = load_checkpoint(a.model)  # once, shared by every setting
     seps = {}
     for s in a.settings:
-        seps[s] = Separator(a.model, device="cpu", threads=a.threads, passes=int(s[0]), wiener="w" in s)
+        seps[s] = Separator(loaded, device="cpu", threads=a.threads, passes=int(s[0]), wiener="w" in s)
     rate = next(iter(seps.values())).sample_rate
     speakers = dm.load_speaker_folders([Path(x) for x in a.sets], rate)
     items = dm.fixed_validation_set(speakers, dm.MixSpec(int(a.seconds * rate), 2), a.count, rate)

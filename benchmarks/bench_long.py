@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mossep import Separator
+from mossep.checkpoints import load_checkpoint
 from mossep.dynamic_mix import load_speaker_folders
 from mossep.metrics import si_snr_improvement
 
@@ -95,8 +96,8 @@ def main() -> None:
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    probe = Separator(a.model, device="cpu", threads=a.threads)
-    rate = probe.sample_rate
+    loaded = load_checkpoint(a.model)  # once, shared by every setting (fast mode converts a copy)
+    rate = loaded.config.sample_rate
     items = long_mixtures([Path(s) for s in a.sets], a.seconds, rate, a.spread)
     print(f"model: {a.model or 'default'}{' (fast)' if a.fast else ''}; passes {a.passes or 'default'}, wiener "
           f"{'default' if a.wiener is None else a.wiener}; {len(items)} mixtures of {a.seconds:g} s "
@@ -107,7 +108,7 @@ def main() -> None:
         for overlap in (a.overlaps if chunk else [0.0]):
             if chunk and overlap >= chunk / 2:
                 continue
-            sep = Separator(a.model, device="cpu", chunk_seconds=chunk, overlap_seconds=overlap,
+            sep = Separator(loaded, device="cpu", chunk_seconds=chunk, overlap_seconds=overlap,
                             threads=a.threads, fast=a.fast, passes=a.passes, wiener=a.wiener)
             scores, swaps, t0 = [], [], time.perf_counter()
             for _, mix, ref in items:
