@@ -1,17 +1,15 @@
 """Two-pass separation (mixture and polarity-inverted mixture): merging views, and the Separator option."""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
-from mossep.checkpoints import LoadedModel
+from mossep.checkpoints import load_checkpoint
 from mossep.ensemble import merge_views, view_signs
 from mossep.errors import MossepError
-from mossep.models import ModelConfig, build_model
 from mossep.separator import Separator, recommended_settings
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -75,17 +73,17 @@ def test_recommended_settings_read_checkpoint_metadata():
     assert recommended_settings({"inference": {"passes": True}}) == plain
 
 
-def _tiny(metadata=None) -> LoadedModel:
-    torch.manual_seed(0)
-    cfg = ModelConfig(encoder_dim=16, kernel_size=8, stride=4, d_model=16, num_blocks=1, query_key_dim=8,
-                      group_size=16, rotary_dim=4)
-    return LoadedModel(model=build_model(cfg).eval(), source="mossep", path=Path("tiny"), metadata=metadata or {})
+@pytest.fixture()
+def tiny(tiny_model_path):
+    """The shared random tiny model, with the given metadata."""
+    loaded = load_checkpoint(tiny_model_path)
+    return lambda metadata=None: replace(loaded, metadata=metadata or {})
 
 
-def test_separator_two_passes_merges_the_inverted_pass():
+def test_separator_two_passes_merges_the_inverted_pass(tiny):
     mix = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
-    one = Separator(_tiny(), device="cpu", passes=1, wiener=False)
-    two = Separator(_tiny(), device="cpu", passes=2, wiener=False)
+    one = Separator(tiny(), device="cpu", passes=1, wiener=False)
+    two = Separator(tiny(), device="cpu", passes=2, wiener=False)
     assert (one.passes, two.passes) == (1, 2)
     a = one._forward(mix[None])[0]
     inverted = -one._forward(-mix[None])[0]
@@ -95,12 +93,12 @@ def test_separator_two_passes_merges_the_inverted_pass():
     assert out.shape == (2, len(mix)) and np.isfinite(out).all()
 
 
-def test_separator_settings_default_from_metadata_and_bad_values():
-    plain = Separator(_tiny(), device="cpu")
+def test_separator_settings_default_from_metadata_and_bad_values(tiny):
+    plain = Separator(tiny(), device="cpu")
     assert (plain.passes, plain.wiener) == (1, False)
-    rec = Separator(_tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu")
+    rec = Separator(tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu")
     assert (rec.passes, rec.wiener) == (2, True)
-    told = Separator(_tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu", passes=1, wiener=False)
+    told = Separator(tiny({"inference": {"passes": 2, "wiener": True}}), device="cpu", passes=1, wiener=False)
     assert (told.passes, told.wiener) == (1, False)
     with pytest.raises(MossepError, match="--passes must be 1 or 2"):
-        Separator(_tiny(), device="cpu", passes=3)
+        Separator(tiny(), device="cpu", passes=3)

@@ -1,15 +1,11 @@
 """The Wiener post-filter (pure function): outputs sum to the mixture, artefacts not in the mixture go away."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
-from mossep.checkpoints import LoadedModel
-from mossep.models import ModelConfig, build_model
+from mossep.checkpoints import load_checkpoint
 from mossep.postfilter import stft_size, wiener_filter
 from mossep.separator import Separator
 
@@ -55,11 +51,8 @@ def test_stft_size(n, rate, expected):
     assert stft_size(n, rate) == expected
 
 
-def test_separator_applies_the_filter_when_asked():
-    torch.manual_seed(0)
-    cfg = ModelConfig(encoder_dim=16, kernel_size=8, stride=4, d_model=16, num_blocks=1, query_key_dim=8,
-                      group_size=16, rotary_dim=4)
-    loaded = LoadedModel(model=build_model(cfg).eval(), source="mossep", path=Path("t"))
+def test_separator_applies_the_filter_when_asked(tiny_model_path):
+    loaded = load_checkpoint(tiny_model_path)
     mix = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
     raw = Separator(loaded, device="cpu", wiener=False)._forward(mix[None])[0]
     filtered = Separator(loaded, device="cpu", wiener=True)._forward(mix[None])[0]
