@@ -232,7 +232,7 @@ def main() -> None:
         meta = {"training": {
             "recipe": "recipes/gpu_default_8k.py " + " ".join(sys.argv[1:]),
             "hardware": hardware, "origin": origin, "prior": prior,
-            "steps": steps, "mixtures": seen, "gpu_seconds": round(time.time() - t0, 1),
+            "steps": steps, "mixtures": seen, "train_seconds": round(time.time() - t0, 1),
             "batch": a.batch, "peak_lr": peak_lr, "segment_seconds": a.segment,
             "augment": {"speeds": a.speeds, "gain_db": a.gain_db, "partial": a.partial, "polarity": a.polarity},
             "train": [Path(x).name for x in a.train], "valid": [Path(x).name for x in a.valid],

@@ -27,7 +27,7 @@ from mossep.separator import Separator  # noqa: E402
 
 DEFAULT = ROOT / "weights" / "default.safetensors"
 DEVSET = ROOT.parent / "shared" / "devset" / "libri2mix"
-STAGE_KEYS = ("steps", "mixtures", "batch", "peak_lr", "segment_seconds", "gpu_seconds", "augment",
+STAGE_KEYS = ("steps", "mixtures", "batch", "peak_lr", "segment_seconds", "train_seconds", "augment",
               "valid48_si_snri", "valid_si_snri", "valid_count")
 
 
@@ -52,8 +52,6 @@ def main() -> None:
     cand = load_checkpoint(a.candidate)
     run = cand.metadata.get("training", {})
     stage = {"hardware": a.hardware, **{k: run[k] for k in STAGE_KEYS if k in run}, "command": a.command}
-    if "gpu_seconds" in stage and "GPU" not in a.hardware.upper() and "NVIDIA" not in a.hardware.upper():
-        stage["train_seconds"] = stage.pop("gpu_seconds")
     training = dict(previous.get("training", {}))
     stages = list(training.get("stages", [])) + [stage]
     training.update(stages=stages, steps=sum(s.get("steps", 0) for s in stages),
