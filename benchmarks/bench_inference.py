@@ -16,7 +16,7 @@ import numpy as np
 from mossep import Separator
 from mossep import dynamic_mix as dm
 from mossep.checkpoints import load_checkpoint
-from mossep.metrics import si_snr_improvement
+from mossep.evaluate import score_mixtures
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -44,9 +44,9 @@ def main() -> None:
     print("| passes | Wiener | input | SI-SNRi (dB) | median | seconds |")
     print("| ---: | --- | --- | ---: | ---: | ---: |")
     for s, sep in seps.items():
-        sign = -1.0 if "i" in s else 1.0  # SI-SNR ignores the sign, so the inverted input is scored as is
+        sign = -1.0 if "i" in s else 1.0
         t0 = time.time()
-        scores = [si_snr_improvement(sep.separate(sign * mix, rate), src, mix)["si_snri"] for mix, src in items]
+        scores = score_mixtures(sep, items, rate, sign)
         print(f"| {sep.passes} | {'on' if sep.wiener else 'off'} | {'inverted' if sign < 0 else 'as is'} "
               f"| {np.mean(scores):.2f} | {np.median(scores):.2f} | {time.time() - t0:.0f} |", flush=True)
 

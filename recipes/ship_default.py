@@ -22,11 +22,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mossep.checkpoints import load_checkpoint  # noqa: E402
 from mossep.checkpoints.native import save_native  # noqa: E402
-from mossep.evaluate import evaluate_dataset  # noqa: E402
+from mossep import dynamic_mix as dm  # noqa: E402
+from mossep.evaluate import evaluate_dataset, score_mixtures  # noqa: E402
 from mossep.separator import Separator  # noqa: E402
 
 DEFAULT = ROOT / "weights" / "default.safetensors"
 DEVSET = ROOT.parent / "shared" / "devset" / "libri2mix"
+VALID_SETS = [ROOT.parent / "shared" / "corpus" / name for name in ("librispeech-test-other", "vctk")]
 STAGE_KEYS = ("steps", "mixtures", "batch", "peak_lr", "segment_seconds", "train_seconds", "augment",
               "valid48_si_snri", "valid_si_snri", "valid_count")
 
@@ -39,23 +41,28 @@ def scores(sep: Separator, dataset: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("candidate")
+    p.add_argument("--earlier", nargs="*", default=[], help="checkpoints of the same run's earlier stages, in order")
     p.add_argument("--hardware", required=True)
     p.add_argument("--command", required=True, help="the command that trained the candidate")
     p.add_argument("--name", required=True)
     p.add_argument("--passes", type=int, default=1)
     p.add_argument("--wiener", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--valid-count", type=int, default=256, help="validation mixtures to score (0: skip)")
     p.add_argument("--out", default=str(DEFAULT))
     a = p.parse_args()
 
     previous = load_checkpoint(DEFAULT).metadata
     cand = load_checkpoint(a.candidate)
-    run = cand.metadata.get("training", {})
-    stage = {"hardware": a.hardware, **{k: run[k] for k in STAGE_KEYS if k in run}, "command": a.command}
+    runs = [load_checkpoint(path).metadata.get("training", {}) for path in a.earlier]
+    runs.append(cand.metadata.get("training", {}))
+    new = [{"hardware": a.hardware, **{k: r[k] for k in STAGE_KEYS if k in r}, "command": a.command} for r in runs]
+    run = runs[-1]
     training = dict(previous.get("training", {}))
-    stages = list(training.get("stages", [])) + [stage]
+    stages = list(training.get("stages", [])) + new
+    gpu_seconds = sum(s.get("train_seconds", s.get("gpu_seconds", 0)) for s in stages if "NVIDIA" in s["hardware"])
     training.update(stages=stages, steps=sum(s.get("steps", 0) for s in stages),
-                    mixtures=sum(s.get("mixtures", 0) for s in stages))
+                    mixtures=sum(s.get("mixtures", 0) for s in stages), gpu_minutes=round(gpu_seconds / 60, 1))
     meta = {**previous, "name": a.name, "training": training,
             "inference": {"passes": a.passes, "wiener": a.wiener,
                           "chosen_with": "benchmarks/bench_inference.py (held-out validation speakers)"},
@@ -64,6 +71,16 @@ def main() -> None:
                            "settings": "1 pass, no post-filter (the training recipe's validation)"}}
     sep = Separator(cand, device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
     settings = f"--passes {a.passes} --{'' if a.wiener else 'no-'}wiener (the checkpoint's recommendation)"
+    if a.valid_count and all(d.is_dir() for d in VALID_SETS):
+        mixtures = dm.fixed_validation_set(dm.load_speaker_folders(VALID_SETS, sep.sample_rate),
+                                           dm.MixSpec(4 * sep.sample_rate, 2), a.valid_count, sep.sample_rate)
+        plain = Separator(cand, device="cpu", threads=a.threads, passes=1, wiener=False)
+        recommended = f"{a.passes}{'w' if a.wiener else ''}"
+        meta["validation"] = {
+            "si_snri_db": round(float(score_mixtures(plain, mixtures, sep.sample_rate).mean()), 2),
+            "mixtures": len(mixtures), "seconds": 4.0, "settings": "1 pass, no post-filter",
+            "recommended_settings_si_snri_db": round(float(score_mixtures(sep, mixtures, sep.sample_rate).mean()), 2),
+            "command": f"python benchmarks/bench_inference.py --count {len(mixtures)} --settings 1 {recommended}"}
     evaluation = {}
     if DEVSET.is_dir():
         evaluation["libri2mix_dev_clips"] = {**scores(sep, DEVSET), "settings": settings,

@@ -13,7 +13,7 @@ import soundfile as sf
 from mossep.cli import main
 from mossep.datasets import find_items, resample
 from mossep.errors import MossepError
-from mossep.evaluate import evaluate_dataset, find_estimates, trim_to_common
+from mossep.evaluate import evaluate_dataset, find_estimates, score_mixtures, trim_to_common
 
 from conftest import FIXTURES
 
@@ -153,6 +153,32 @@ def test_separator_path_is_timed_and_scored(tmp_path):
     sep.num_speakers = 3
     with pytest.raises(MossepError, match="separates 3 speakers but the item has 2 references"):
         evaluate_dataset(DEVSET, separator=sep)
+
+
+class SignSensitiveSeparator:
+    """Separates perfectly what it is given as is, returns two halves of an inverted mixture."""
+
+    num_speakers = 2
+
+    def __init__(self, pairs):
+        self.pairs = {mix.tobytes(): src for mix, src in pairs}
+
+    def separate(self, mix, sample_rate):
+        src = self.pairs.get(np.asarray(mix).tobytes())
+        return np.stack([mix / 2, mix / 2]) if src is None else src[::-1]
+
+
+def test_score_mixtures_in_memory_pairs_and_inverted_input():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(3):
+        src = rng.standard_normal((2, 4000))
+        pairs.append((src.sum(0), src))
+    sep = SignSensitiveSeparator(pairs)
+    as_is = score_mixtures(sep, pairs, 8000)
+    assert as_is.shape == (3,) and (as_is > 60).all()
+    inverted = score_mixtures(sep, pairs, 8000, sign=-1.0)
+    assert np.allclose(inverted, 0.0, atol=1e-6)  # the mixture itself, scored against the sources
 
 
 # ---------------------------------------------------------------- CLI

@@ -149,6 +149,14 @@ def load_references(item: Item) -> tuple[np.ndarray, int]:
     return np.stack(refs), rate
 
 
+def score_mixtures(separator: SeparatorLike, mixtures: Sequence[tuple[np.ndarray, np.ndarray]], sample_rate: int,
+                   sign: float = 1.0) -> np.ndarray:
+    """SI-SNRi (dB) of each in-memory (mixture [T], sources [C, T]) pair at `sample_rate`, e.g. the training
+    recipes' fixed validation mixtures. sign=-1 feeds the polarity-inverted mixture (SI-SNR ignores the sign)."""
+    return np.array([si_snr_improvement(separator.separate(sign * mix, sample_rate), src, mix)["si_snri"]
+                     for mix, src in mixtures])
+
+
 def evaluate_item(item: Item, separator: SeparatorLike | None = None, estimates: Path | None = None,
                   filter_length: int = SDR_FILTER_LENGTH) -> ItemScore:
     """Separate (or load the estimates of) one mixture and score it at the reference rate."""
