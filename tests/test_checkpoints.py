@@ -261,3 +261,32 @@ def test_modelscope_dir_missing_one_file_is_named(tmp_path, missing):
     (kit / missing).unlink()
     with pytest.raises(MossepError, match=f"lacks {missing}"):
         load_checkpoint(kit)
+
+
+def test_native_file_is_opened_once(tmp_path, small2, monkeypatch):
+    """Header and tensors come from one safe_open (it opened the file twice)."""
+    import mossep.checkpoints.native as native
+    path = tmp_path / "m.safetensors"
+    save_native(small2, path, {"k": 1})
+    opened, real = [], native.safe_open
+    monkeypatch.setattr(native, "safe_open", lambda *a, **kw: opened.append(a[0]) or real(*a, **kw))
+    model, meta = load_native(path)
+    assert opened == [str(path)] and meta == {"k": 1} and same_output(model, small2)
+
+
+def test_broken_native_files_are_one_line_errors(tmp_path, small2):
+    from safetensors.torch import save_file
+    good = tmp_path / "good.safetensors"
+    save_native(small2, good)
+    cases = {"zeros": ("not a readable safetensors checkpoint", lambda p: p.write_bytes(b"\x00" * 100)),
+             "cut": ("not a readable safetensors checkpoint",
+                     lambda p: p.write_bytes(good.read_bytes()[: good.stat().st_size - 64])),
+             "plain": ("is not a mossep checkpoint", lambda p: save_file({"x": torch.zeros(2)}, str(p))),
+             "badcfg": ("bad checkpoint header", lambda p: save_file({"x": torch.zeros(2)}, str(p),
+                                                                      metadata={"format": "mossep", "config": "{"}))}
+    for name, (fragment, make) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        make(path)
+        with pytest.raises(MossepError) as e:
+            load_native(path)
+        assert_one_line_error(e, str(path), fragment)

@@ -57,33 +57,29 @@ def save_native(model: Separator, path: Path, metadata: dict[str, Any] | None = 
         save_file(state, str(tmp), metadata=header)
 
 
-def read_header(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as e:
-        raise MossepError(f"{path}: not a readable safetensors checkpoint ({reason(e)})") from None
-    if header.get("format") != FORMAT:
-        raise MossepError(f"{path}: safetensors file is not a mossep checkpoint (no 'format: mossep' header)")
-    return header
-
-
 def load_native(path: Path) -> tuple[Separator, dict[str, Any]]:
+    """Header and tensors come from one opening of the file (safe_open maps it once)."""
     path = Path(path)
     if not path.is_file():
         raise MossepError(f"{path}: checkpoint file is missing")
-    header = read_header(path)
     try:
-        cfg = ModelConfig.from_dict(json.loads(header["config"]))
-        aliases = json.loads(header.get("aliases", "{}"))
-        metadata = json.loads(header.get("metadata", "{}"))
+        opened = safe_open(str(path), framework="pt")
+        header = opened.metadata() or {}
     except Exception as e:
-        raise MossepError(f"{path}: bad checkpoint header ({e})") from None
-    try:
-        with safe_open(str(path), framework="pt") as f:
+        raise MossepError(f"{path}: not a readable safetensors checkpoint ({reason(e)})") from None
+    with opened as f:
+        if header.get("format") != FORMAT:
+            raise MossepError(f"{path}: safetensors file is not a mossep checkpoint (no 'format: mossep' header)")
+        try:
+            cfg = ModelConfig.from_dict(json.loads(header["config"]))
+            aliases = json.loads(header.get("aliases", "{}"))
+            metadata = json.loads(header.get("metadata", "{}"))
+        except Exception as e:
+            raise MossepError(f"{path}: bad checkpoint header ({e})") from None
+        try:
             state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise MossepError(f"{path}: cannot read tensors ({reason(e)})") from None
+        except Exception as e:
+            raise MossepError(f"{path}: cannot read tensors ({reason(e)})") from None
     for alias, stored in aliases.items():
         if stored in state:
             state[alias] = state[stored]
