@@ -445,3 +445,92 @@ def test_batch_with_a_bad_model_creates_no_output_folder(tmp_path, capsys):
                          capsys)
     _assert_clean_error(code, out, err, "nope")
     assert not (tmp_path / "out").exists()
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+real, done = os.replace, []
+def replace(src, dst):
+    if Path(dst).name.startswith(sys.argv[1]):
+        done.append(dst)
+        if len(done) == 2:  # SIGKILL between the renames of one recording's outputs
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.replace = replace
+from mossep.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_batch_resumes_a_recording_killed_between_its_output_renames(tmp_path, capsys, tiny_model_path, model):
+    """SIGKILL after one of b's outputs was renamed into place but before the other: the rerun finishes b (it
+    reported b as failed, refusing the lone output), leaves a alone and cleans up the killed run's temporary
+    outputs."""
+    src, out_dir = tmp_path / "in", tmp_path / "out"
+    tone(src / "a.wav")
+    tone(src / "b.wav", seconds=1.5)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, "b_spk", "batch", str(src), "-o", str(out_dir),
+                           *model], capture_output=True, env=env, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert sorted(p.name for p in out_dir.glob("*.wav")) == ["a_spk1.wav", "a_spk2.wav", "b_spk1.wav"]
+    assert list(out_dir.glob(".b_spk2.wav.*.part"))  # the kill left b_spk2's temporary file
+    stamp = (out_dir / "a_spk1.wav").stat().st_mtime_ns
+    code, _, err = run(["batch", src, "-o", out_dir, *model], capsys)
+    assert code == 0, err
+    assert "2 files: 1 separated, 1 skipped (outputs exist), 0 failed" in err
+    assert (out_dir / "a_spk1.wav").stat().st_mtime_ns == stamp
+    assert sf.info(out_dir / "b_spk1.wav").frames == sf.info(out_dir / "b_spk2.wav").frames == 12000
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".b_")]  # no journal, no temporary outputs
+    # the finished set is complete: a third run skips it
+    code, _, err = run(["batch", src, "-o", out_dir, *model], capsys)
+    assert code == 0 and "2 files: 0 separated, 2 skipped" in err
+
+
+def _fail_rename(monkeypatch, name: str, after: bool = False) -> None:
+    """Make the rename of output `name` fail (after it happened, with after=True), as a kill there would."""
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == name and not after:
+            raise OSError("simulated kill")
+        real(src, dst)
+        if Path(dst).name == name:
+            raise OSError("simulated kill")
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_resume_never_replaces_a_file_it_did_not_leave(tmp_path, capsys, model, monkeypatch):
+    """Only an unchanged leftover of the interrupted set is replaced: a user's file at that name, or a set
+    that was complete when the run died, needs --overwrite."""
+    src, out_dir = tone(tmp_path / "b.wav"), tmp_path / "out"
+    with monkeypatch.context() as m:
+        _fail_rename(m, "b_spk2.wav")
+        code, _, err = run(["batch", tmp_path, "-o", out_dir, "--glob", "b.wav", *model], capsys)
+    assert code == 1 and "simulated kill" in err
+    assert sorted(p.name for p in out_dir.glob("*.wav")) == ["b_spk1.wav"]
+    (out_dir / "b_spk1.wav").write_bytes(b"mine now")  # the user put their own file there
+    for cmd in (["batch", tmp_path, "--glob", "b.wav"], ["separate", src]):
+        code, _, err = run([*cmd, "-o", out_dir, *model], capsys)
+        assert code == 1 and "b_spk1.wav: already exists (use --overwrite)" in err
+    assert (out_dir / "b_spk1.wav").read_bytes() == b"mine now"
+    assert not (out_dir / "b_spk2.wav").exists()
+    # killed after its last rename: complete outputs of that run are not redone without --overwrite
+    (out_dir / "b_spk1.wav").unlink()
+    with monkeypatch.context() as m:
+        _fail_rename(m, "b_spk2.wav", after=True)
+        code, _, err = run(["batch", tmp_path, "-o", out_dir, "--glob", "b.wav", *model], capsys)
+    assert code == 1 and "simulated kill" in err and (out_dir / "b_spk2.wav").exists()
+    stamps = [(out_dir / f"b_spk{k}.wav").stat().st_mtime_ns for k in (1, 2)]
+    code, _, err = run(["separate", src, "-o", out_dir, *model], capsys)
+    assert code == 1 and "already exists" in err
+    code, _, err = run(["batch", tmp_path, "-o", out_dir, "--glob", "b.wav", *model], capsys)
+    assert code == 0 and "1 files: 0 separated, 1 skipped" in err
+    assert [(out_dir / f"b_spk{k}.wav").stat().st_mtime_ns for k in (1, 2)] == stamps
+    # a run with the interrupted set's leftover unchanged finishes it (separate as well as batch)
+    (out_dir / "b_spk2.wav").unlink()
+    code, _, err = run(["separate", src, "-o", out_dir, *model], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["b_spk1.wav", "b_spk2.wav"]

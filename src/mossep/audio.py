@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from .errors import MossepError
-from .fsutil import atomic_path, check_writable
+from .fsutil import atomic_paths, check_writable
 
 STDIN = "-"
 BLOCK_FRAMES = 1 << 16
@@ -267,13 +267,14 @@ class SpeakerSink:
 
     def commit_files(self, paths: list[Path], rate: int, fmt: str, subtype: str, overwrite: bool, name: str,
                      note: Callable[[str], None] | None = None) -> None:
-        """Write speaker k to paths[k]; all are renamed into place only after all were written."""
+        """Write speaker k to paths[k]; all are renamed into place only after all were written (fsutil.atomic_paths:
+        without overwrite, a set that a killed process left incomplete is finished, anything else refused)."""
         self.pad_to_expected()
         major = check_output_format(fmt, subtype)
         gain = self._gain(name, note)
         with contextlib.ExitStack() as stack:
             try:
-                tmps = [stack.enter_context(atomic_path(p, overwrite=overwrite)) for p in paths]
+                tmps = stack.enter_context(atomic_paths(paths, overwrite=overwrite))
             except FileExistsError as e:
                 raise MossepError(f"{e}: already exists (use --overwrite)") from None
             outs = [stack.enter_context(sf.SoundFile(str(t), "w", rate, 1, subtype, format=major)) for t in tmps]

@@ -24,7 +24,7 @@ from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
-from .fsutil import removing_new_dirs_on_error
+from .fsutil import existing_outputs, removing_new_dirs_on_error
 from .postfilter import wiener_filter
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
@@ -311,7 +311,7 @@ class Separator:
             raise MossepError(f"--filename {filename!r}: gives the same name to several speakers")
         inp = self._open(input_path, stdin, channel)
         if not overwrite:
-            existing = [p for p in paths if p.exists()]
+            existing = existing_outputs(paths)  # not those a killed run left of this set
             if existing:
                 raise MossepError(f"{existing[0]}: already exists (use --overwrite)")
         if str(input_path) != "-":

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..errors import MossepError, reason
+from ..fsutil import existing_outputs
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from . import options
 from .app import app
@@ -120,13 +121,15 @@ def separate(
             open_input(inp)
         if output_dir is None:
             continue
-        for p in sep.output_paths(inp, output_dir, filename, fmt):
+        paths = sep.output_paths(inp, output_dir, filename, fmt)
+        existing = [] if overwrite else existing_outputs(paths)  # a set a killed run left incomplete is redone
+        for p in paths:
             if p in owners and owners[p] == inp:
                 raise MossepError(f"{inp}: given twice")
             if p in owners:
                 raise MossepError(f"{inp}: would write {p}, as {owners[p]} does (add {{ext}} to --filename)")
             owners[p] = inp
-            if not overwrite and p.exists():
+            if p in existing:
                 raise MossepError(f"{p}: already exists (use --overwrite)")
     with rep.progress:
         for inp in inputs:
