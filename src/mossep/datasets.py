@@ -209,13 +209,13 @@ def find_items(path: str | Path) -> tuple[str, list[Item]]:
 
 
 # ---------------------------------------------------------------- audio
-def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Mono float64 samples of `path` (channels averaged) and their rate, resampled to `sample_rate` if given."""
+def read_audio(path: str | Path, sample_rate: int | None = None, dtype: str = "float64") -> tuple[np.ndarray, int]:
+    """Mono samples of `path` (channels averaged) in `dtype` and their rate, resampled to `sample_rate` if given."""
     import soundfile as sf
 
     path = Path(path)
     try:
-        data, rate = sf.read(str(path), dtype="float64", always_2d=True)
+        data, rate = sf.read(str(path), dtype=dtype, always_2d=True)
     except Exception as e:  # missing, truncated, not audio ...
         raise MossepError(f"{path}: cannot read audio ({reason(e)})") from None
     if data.shape[0] == 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .datasets import resample
+from .datasets import read_audio, resample
 from .errors import MossepError, reason
 from .fsutil import atomic_path
 
@@ -49,8 +49,7 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
         cached = cache_dir() / "resampled" / f"{key}.npy"
         if cached.is_file():
             return np.load(cached)
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
+    x, sr = read_audio(path, dtype="float32")
     if cached is not None:
         x = resample(x, sr, sample_rate)
         try:
