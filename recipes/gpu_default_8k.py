@@ -149,6 +149,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the training forward (validation stays eager); falls back to eager if the "
+                        "first compiled step fails")
     p.add_argument("--bench", action="store_true", help="time training steps at --batches and exit")
     p.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--tag", default="")
@@ -178,16 +181,37 @@ def main() -> None:
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.Adam(params, lr=a.lr)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
+    # the training forward, compiled on request (same parameters as `model`; validation calls `model` eagerly,
+    # so its other batch shapes never trigger a recompile)
+    train_forward = {"fn": torch.compile(model) if a.compile else model, "tried": not a.compile}
+
+    def forward_loss(mix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            est = train_forward["fn"](mix)
+        return pit_si_snr_loss(est.float(), src)
 
     def step(batch: int, lr: float) -> float:
         mix, src = mixer.batch(batch, gen, a.gain_db, a.partial, polarity=a.polarity)
         for g in opt.param_groups:
             g["lr"] = lr
-        with autocast:
-            est = model(mix)
-        loss = pit_si_snr_loss(est.float(), src)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if train_forward["tried"]:
+            loss = forward_loss(mix, src)
+            loss.backward()
+        else:  # the first compiled step: compile errors (forward or backward) fall back to eager
+            t = time.time()
+            try:
+                loss = forward_loss(mix, src)
+                loss.backward()
+                print(f"[{a.tag}] compiled the training step in {time.time() - t:.0f} s", flush=True)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: train on, eagerly
+                print(f"[{a.tag}] torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly",
+                      flush=True)
+                train_forward["fn"] = model
+                opt.zero_grad(set_to_none=True)
+                loss = forward_loss(mix, src)
+                loss.backward()
+            train_forward["tried"] = True
         zero_grads_if_nonfinite_(params, torch.nn.utils.clip_grad_norm_(params, a.clip_grad))
         opt.step()
         return loss.detach()

@@ -16,7 +16,10 @@
 #   printf '/.gpu/\n/.whl/\n/tests/fixtures/\n' >> .git/info/exclude && git rm -r -q --cached tests/fixtures
 # Run there (carry .gpu and .whl):  bash recipes/gpu_default_8k.sh MINUTES_A MINUTES_B      (results in $OUT)
 # MINUTES_B=0 runs stage A only; MINUTES_A=0 runs stage B only, from INIT; RTF=0 skips the real-time-factor
-# runs (measured already). 15 device minutes hold about 12 minutes of training.
+# runs (measured already). EXTRA adds options to both stages, e.g. EXTRA=--compile (torch.compile the training
+# forward; not yet tried on a GPU: its first step compiles, about a minute on the CPU, then the log's mixtures
+# per 45 s show whether it beat eager's 263 per second; a compiler error falls back to eager).
+# 15 device minutes hold about 12 minutes of training.
 # Afterwards here: git reset -q (restores the index), then see weights/README.md for shipping the result.
 set -o pipefail
 MIN_A=${1:-6.5}; MIN_B=${2:-4}
@@ -27,7 +30,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MOSSEP_CACHE=/tmp/mossep-cache
 C=.gpu/corpus
-DATA="--train $C/librispeech-train-clean-100 --valid $C/librispeech-test-other $C/vctk --batch 32"
+DATA="--train $C/librispeech-train-clean-100 --valid $C/librispeech-test-other $C/vctk --batch 32 ${EXTRA:-}"
 if [ "$MIN_A" = 0 ]; then
   A_BEST="$INIT"
 else

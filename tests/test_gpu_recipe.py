@@ -112,3 +112,34 @@ def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
     assert loaded.metadata["training"]["steps"] >= 1 and loaded.metadata["training"]["valid_count"] == 4
     log = (out / "log.csv").read_text().splitlines()
     assert log[0].startswith("step,") and len(log) >= 3  # header, the first and the last validation
+
+
+def test_compile_failure_falls_back_to_eager_training(tmp_path):
+    """--compile: if the compiler fails on the first step, the run trains on eagerly and still writes its
+    checkpoint (a lent GPU's minutes must not be lost to a compiler error)."""
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 4), ("valid", 3)):
+        for k in range(n):
+            d = tmp_path / split / f"spk{k}"
+            d.mkdir(parents=True)
+            sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
+    out = tmp_path / "out"
+    args = ["--preset", "tiny", "--train", str(tmp_path / "train"), "--valid", str(tmp_path / "valid"),
+            "--minutes", "0.03", "--batch", "2", "--segment", "1", "--valid-count", "4", "--device", "cpu",
+            "--out", str(out), "--compile"]
+    script = (
+        "import importlib.util, sys, torch\n"
+        "def broken(model, *a, **k):\n"
+        "    def fn(*x, **y):\n"
+        "        raise RuntimeError('inductor exploded')\n"
+        "    return fn\n"
+        "torch.compile = broken\n"
+        f"spec = importlib.util.spec_from_file_location('r', {str(RECIPE)!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        f"sys.argv = ['r'] + {args!r}\n"
+        "mod.main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch.compile failed (RuntimeError: inductor exploded); training eagerly" in proc.stdout
+    loaded = load_checkpoint(out / "best.safetensors")
+    assert loaded.metadata["training"]["steps"] >= 2  # it went on past the failed first step
