@@ -95,13 +95,18 @@ def test_a_non_finite_step_leaves_weights_and_adam_state_finite():
     assert (w < 1).all()  # the finite steps did move the weights
 
 
-def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
-    rng = np.random.default_rng(0)
+def _noise_corpus(root: Path, seed: int) -> None:
+    """root/train: 4 speakers, root/valid: 3, one 3 s noise utterance each."""
+    rng = np.random.default_rng(seed)
     for split, n in (("train", 4), ("valid", 3)):
         for k in range(n):
-            d = tmp_path / split / f"spk{k}"
+            d = root / split / f"spk{k}"
             d.mkdir(parents=True)
             sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
+
+
+def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
+    _noise_corpus(tmp_path, seed=0)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(RECIPE), "--preset", "tiny", "--train", str(tmp_path / "train"),
                            "--valid", str(tmp_path / "valid"), "--minutes", "0.05", "--batch", "2",
@@ -117,12 +122,7 @@ def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
 def test_compile_failure_falls_back_to_eager_training(tmp_path):
     """--compile: if the compiler fails on the first step, the run trains on eagerly and still writes its
     checkpoint (a lent GPU's minutes must not be lost to a compiler error)."""
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 4), ("valid", 3)):
-        for k in range(n):
-            d = tmp_path / split / f"spk{k}"
-            d.mkdir(parents=True)
-            sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
+    _noise_corpus(tmp_path, seed=1)
     out = tmp_path / "out"
     args = ["--preset", "tiny", "--train", str(tmp_path / "train"), "--valid", str(tmp_path / "valid"),
             "--minutes", "0.03", "--batch", "2", "--segment", "1", "--valid-count", "4", "--device", "cpu",
