@@ -60,7 +60,8 @@ def main() -> None:
     run = runs[-1]
     training = dict(previous.get("training", {}))
     stages = list(training.get("stages", [])) + new
-    gpu_seconds = sum(s.get("train_seconds", s.get("gpu_seconds", 0)) for s in stages if "NVIDIA" in s.get("hardware", ""))
+    gpu_seconds = sum(s.get("train_seconds", s.get("gpu_seconds", 0)) for s in stages
+                      if "NVIDIA" in s.get("hardware", ""))
     training.update(stages=stages, steps=sum(s.get("steps", 0) for s in stages),
                     mixtures=sum(s.get("mixtures", 0) for s in stages), gpu_minutes=round(gpu_seconds / 60, 1))
     meta = {**previous, "name": a.name, "training": training,
