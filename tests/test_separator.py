@@ -40,6 +40,18 @@ def test_streaming_does_not_depend_on_block_size(sep, rng):
     np.testing.assert_allclose(pieces, whole, atol=1e-5)
 
 
+def test_dc_offset_is_removed_before_the_model_and_from_the_outputs(sep, rng):
+    """A constant offset belongs to no talker: the outputs are those of the offset-free mixture (each chunk
+    is separated without its mean), whole-file and chunked alike."""
+    x = (rng.standard_normal(8000 * 3 + 77) * 0.1).astype(np.float32)
+    x -= x.mean()
+    for s in (sep, Separator(sep.loaded, device="cpu", chunk_seconds=0)):
+        plain = s.separate(x, 8000)
+        offset = s.separate(x + 0.3, 8000)
+        np.testing.assert_allclose(offset, plain, atol=2e-4)
+        assert np.abs(offset.mean(axis=1)).max() < 5e-3
+
+
 class _ShuffledOracle:
     """Stands in for a model: returns the true sources of each chunk in a random order and scale."""
 

@@ -192,6 +192,9 @@ class Separator:
         pending: list[tuple[int, np.ndarray]] = []
 
         def run(batch: list[tuple[int, np.ndarray]], n_final: int | None = None) -> None:
+            # each chunk without its mean: a DC offset is no talker's (the network, trained on clean speech,
+            # lost 5 dB to an offset of -0.2), and the outputs then carry none of it
+            batch = [(s, (a - a.mean(dtype=np.float64)).astype(np.float32)) for s, a in batch]
             est = self._forward(np.stack([a for _, a in batch]))
             for (s, a), e in zip(batch, est):
                 ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
