@@ -1,12 +1,15 @@
 """Make a training run's checkpoint the shipped default (weights/default.safetensors), with its history.
 
 Keeps the training stages already recorded in the current default's metadata and appends the new run's
-stage, sets the inference settings the checkpoint recommends (chosen on held-out validation speakers with
-benchmarks/bench_inference.py, never on the devset), then measures what the card reports with exactly those
-settings: the Libri2Mix dev clips (measurement only), the two fixture clips the tests use, the example.
+stages, sets the inference settings the checkpoint recommends (chosen on held-out validation speakers with
+benchmarks/bench_inference.py, never on the devset), then measures what the card reports: the validation
+mixtures (network alone and with the recommended settings), the Libri2Mix dev clips (measurement only), the
+two fixture clips the tests use, the example. A run of two stages (gpu_default_8k.sh's A then B) passes A's
+checkpoint as --earlier. --remeasure measures the shipped default again, after a change to the inference path.
 
-    python recipes/ship_default.py runs/cpu-round3/best.safetensors --hardware "2-core CPU" \
-        --command "python recipes/gpu_default_8k.py --device cpu ..." --passes 2 --wiener --name "..."
+    python recipes/ship_default.py runs/gpu/B/best.safetensors --earlier runs/gpu/A/best.safetensors \
+        --hardware "NVIDIA H200" --command "bash recipes/gpu_default_8k.sh ..." --passes 2 --wiener --name "..."
+    python recipes/ship_default.py --remeasure --passes 2 --wiener
 
 Prints the new metadata; weights/README.md and the test floors are then updated by hand from it.
 """
@@ -40,19 +43,29 @@ def scores(sep: Separator, dataset: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("candidate")
+    p.add_argument("candidate", nargs="?", help="the new checkpoint (not with --remeasure)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the shipped default again (after a change to the inference path), history kept")
     p.add_argument("--earlier", nargs="*", default=[], help="checkpoints of the same run's earlier stages, in order")
-    p.add_argument("--hardware", required=True)
-    p.add_argument("--command", required=True, help="the command that trained the candidate")
-    p.add_argument("--name", required=True)
+    p.add_argument("--hardware")
+    p.add_argument("--command", help="the command that trained the candidate")
+    p.add_argument("--name")
     p.add_argument("--passes", type=int, default=1)
     p.add_argument("--wiener", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--valid-count", type=int, default=256, help="validation mixtures to score (0: skip)")
     p.add_argument("--out", default=str(DEFAULT))
     a = p.parse_args()
+    if a.remeasure == bool(a.candidate) or not (a.remeasure or (a.hardware and a.command and a.name)):
+        p.error("give a candidate with --hardware, --command and --name, or --remeasure alone")
 
     previous = load_checkpoint(DEFAULT).metadata
+    inference = {"passes": a.passes, "wiener": a.wiener,
+                 "chosen_with": "benchmarks/bench_inference.py (held-out validation speakers)"}
+    if a.remeasure:
+        cand = load_checkpoint(DEFAULT)
+        measure(cand, {**previous, "inference": inference}, a)
+        return
     cand = load_checkpoint(a.candidate)
     runs = [load_checkpoint(path).metadata.get("training", {}) for path in a.earlier]
     runs.append(cand.metadata.get("training", {}))
@@ -64,12 +77,15 @@ def main() -> None:
                       if "NVIDIA" in s.get("hardware", ""))
     training.update(stages=stages, steps=sum(s.get("steps", 0) for s in stages),
                     mixtures=sum(s.get("mixtures", 0) for s in stages), gpu_minutes=round(gpu_seconds / 60, 1))
-    meta = {**previous, "name": a.name, "training": training,
-            "inference": {"passes": a.passes, "wiener": a.wiener,
-                          "chosen_with": "benchmarks/bench_inference.py (held-out validation speakers)"},
+    meta = {**previous, "name": a.name, "training": training, "inference": inference,
             "validation": {"si_snri_db": run.get("valid_si_snri"), "mixtures": run.get("valid_count"),
                            "seconds": run.get("segment_seconds"), "first48_si_snri_db": run.get("valid48_si_snri"),
                            "settings": "1 pass, no post-filter (the training recipe's validation)"}}
+    measure(cand, meta, a)
+
+
+def measure(cand, meta: dict, a: argparse.Namespace) -> None:
+    """Score `cand` with the settings in `a` (validation, dev clips, fixtures, example) into `meta`; save."""
     sep = Separator(cand, device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
     settings = f"--passes {a.passes} --{'' if a.wiener else 'no-'}wiener (the checkpoint's recommendation)"
     if a.valid_count and all(d.is_dir() for d in VALID_SETS):

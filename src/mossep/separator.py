@@ -25,7 +25,7 @@ from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAd
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import existing_outputs, removing_new_dirs_on_error
-from .postfilter import wiener_filter
+from .postfilter import post_filter
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
 Note = Callable[[str], None]
@@ -175,7 +175,7 @@ class Separator:
         est = views[0] if len(views) == 1 else np.stack(
             [merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
         if self.wiener:
-            est = np.stack([wiener_filter(e, a, self.sample_rate) for e, a in zip(est, audios)])
+            est = np.stack([post_filter(e, a, self.sample_rate) for e, a in zip(est, audios)])
         return est
 
     def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
