@@ -6,7 +6,7 @@ are not in the mixture at all. Taking only the estimates' magnitudes, forming ma
 M_k = |E_k|^p / sum_j |E_j|^p, and applying them to the mixture's STFT keeps what the network got right
 (which talker dominates each time-frequency cell) and takes the signal itself from the mixture; its outputs
 sum to the mixture exactly. `--wiener` applies post_filter: the mean of that and the network's estimate,
-which beat the filter alone. With mossep's default model this gained about 0.4 dB SI-SNRi on held-out
+which beat the filter alone. With mossep's default model this gained 0.4-0.6 dB SI-SNRi on held-out
 speakers (benchmarks/README.md, "Inference settings"); with a strong model (the official MossFormer, about
 20 dB) the masks' resolution limits it, so it is off unless a checkpoint's metadata recommends it.
 
@@ -62,5 +62,5 @@ def post_filter(est: np.ndarray, mix: np.ndarray, sample_rate: int, share: float
     network 9.64 dB, Wiener 9.89, shares 0.25 / 0.5 / 0.75: 9.93 / 10.08 / 10.06; benchmarks/README.md).
     """
     est = np.asarray(est, dtype=np.float64)
-    est = est * fit_to_mixture(est, mix)[:, None]  # level and sign: a network's raw outputs have either arbitrary
+    est = est * fit_to_mixture(est, mix)[:, None]  # raw outputs come at any level and sign (scale-invariant loss)
     return share * wiener_filter(est, mix, sample_rate) + (1.0 - share) * est
