@@ -37,10 +37,9 @@ def main() -> None:
     for s in a.settings:
         seps[s] = Separator(loaded, device="cpu", threads=a.threads, passes=int(s[0]), wiener="w" in s)
     rate = next(iter(seps.values())).sample_rate
-    speakers = dm.load_speaker_folders([Path(x) for x in a.sets], rate)
-    items = dm.fixed_validation_set(speakers, dm.MixSpec(int(a.seconds * rate), 2), a.count, rate)
-    print(f"{len(items)} mixtures of {a.seconds:g} s from {len(speakers)} held-out speakers; model "
-          f"{a.model or 'default'}")
+    items = dm.validation_mixtures(a.sets, rate, a.count, a.seconds)
+    print(f"{len(items)} mixtures of {a.seconds:g} s from held-out speakers ({', '.join(Path(s).name for s in a.sets)}); "
+          f"model {a.model or 'default'}")
     print("| passes | Wiener | input | SI-SNRi (dB) | median | seconds |")
     print("| ---: | --- | --- | ---: | ---: | ---: |")
     for s, sep in seps.items():

@@ -234,8 +234,7 @@ def main() -> None:
             print(f"[bench] batch {b}: {ms:.1f} ms/step, {b / ms * 1000:.0f} mixtures/s, {mem:.1f} GiB", flush=True)
         return
 
-    vspk = dm.load_speaker_folders([Path(x) for x in a.valid], rate)
-    vitems = dm.fixed_validation_set(vspk, dm.MixSpec(seg, model.config.num_spks, a.gain_db), a.valid_count, rate)
+    vitems = dm.validation_mixtures(a.valid, rate, a.valid_count, a.segment, model.config.num_spks, a.gain_db)
     vmix = torch.from_numpy(np.stack([m for m, _ in vitems])).to(dev)
     vref = torch.from_numpy(np.stack([s for _, s in vitems])).to(dev)
     out = Path(a.out)

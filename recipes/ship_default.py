@@ -89,8 +89,7 @@ def measure(cand, meta: dict, a: argparse.Namespace) -> None:
     sep = Separator(cand, device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
     settings = f"--passes {a.passes} --{'' if a.wiener else 'no-'}wiener (the checkpoint's recommendation)"
     if a.valid_count and all(d.is_dir() for d in VALID_SETS):
-        mixtures = dm.fixed_validation_set(dm.load_speaker_folders(VALID_SETS, sep.sample_rate),
-                                           dm.MixSpec(4 * sep.sample_rate, 2), a.valid_count, sep.sample_rate)
+        mixtures = dm.validation_mixtures(VALID_SETS, sep.sample_rate, a.valid_count)
         plain = Separator(cand, device="cpu", threads=a.threads, passes=1, wiener=False)
         recommended = f"{a.passes}{'w' if a.wiener else ''}"
         meta["validation"] = {

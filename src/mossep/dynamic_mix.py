@@ -139,6 +139,13 @@ def batch_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, rank])
 
 
+def validation_mixtures(roots: list[Path], sample_rate: int, count: int, seconds: float = 4.0, num_spks: int = 2,
+                        gain_db: float = 5.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The fixed validation mixtures (fixed_validation_set) of the speakers under `roots`."""
+    spec = MixSpec(int(seconds * sample_rate), num_spks, gain_db)
+    return fixed_validation_set(load_speaker_folders([Path(r) for r in roots], sample_rate), spec, count, sample_rate)
+
+
 def fixed_validation_set(speakers, spec: MixSpec, count: int, sample_rate: int, seed: int = 20231) -> list[tuple[np.ndarray, np.ndarray]]:
     """A deterministic list of `count` mixtures (no speed perturbation) for validation."""
     rng = np.random.default_rng(seed)

@@ -253,9 +253,8 @@ class Trainer:
             self.data.append(td.FixedMixtures.load([Path(p) for p in cfg.train_sets], sr, self.mcfg.num_spks, segment))
         self.valid_items: list = []
         if cfg.valid_dirs and self.main:
-            vspk = dm.load_speaker_folders([Path(p) for p in cfg.valid_dirs], sr)
-            vspec = dm.MixSpec(int(cfg.valid_seconds * sr), self.mcfg.num_spks, cfg.gain_db)
-            self.valid_items = dm.fixed_validation_set(vspk, vspec, cfg.valid_count, sr)
+            self.valid_items = dm.validation_mixtures(cfg.valid_dirs, sr, cfg.valid_count, cfg.valid_seconds,
+                                                      self.mcfg.num_spks, cfg.gain_db)
 
         self.step = 0
         self.lr_scale = 1.0  # plateau decay
