@@ -182,36 +182,36 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=a.lr)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
     # the training forward, compiled on request (same parameters as `model`; validation calls `model` eagerly,
-    # so its other batch shapes never trigger a recompile)
-    train_forward = {"fn": torch.compile(model) if a.compile else model, "tried": not a.compile}
+    # so its other batch shapes never trigger a recompile); the first compiled step may still fail
+    forward = torch.compile(model) if a.compile else model
+    first_compiled = a.compile
 
-    def forward_loss(mix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    def loss_and_backward(mix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
         with autocast:
-            est = train_forward["fn"](mix)
-        return pit_si_snr_loss(est.float(), src)
+            est = forward(mix)
+        loss = pit_si_snr_loss(est.float(), src)
+        loss.backward()
+        return loss
 
     def step(batch: int, lr: float) -> float:
+        nonlocal forward, first_compiled
         mix, src = mixer.batch(batch, gen, a.gain_db, a.partial, polarity=a.polarity)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        if train_forward["tried"]:
-            loss = forward_loss(mix, src)
-            loss.backward()
-        else:  # the first compiled step: compile errors (forward or backward) fall back to eager
-            t = time.time()
-            try:
-                loss = forward_loss(mix, src)
-                loss.backward()
-                print(f"[{a.tag}] compiled the training step in {time.time() - t:.0f} s", flush=True)
-            except Exception as e:  # noqa: BLE001 - any compiler failure: train on, eagerly
-                print(f"[{a.tag}] torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly",
-                      flush=True)
-                train_forward["fn"] = model
-                opt.zero_grad(set_to_none=True)
-                loss = forward_loss(mix, src)
-                loss.backward()
-            train_forward["tried"] = True
+        t = time.time()
+        try:
+            loss = loss_and_backward(mix, src)
+        except Exception as e:  # noqa: BLE001 - a compiler failure on the first compiled step: train on, eagerly
+            if not first_compiled:
+                raise
+            print(f"[{a.tag}] torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly", flush=True)
+            forward, first_compiled = model, False
+            opt.zero_grad(set_to_none=True)
+            loss = loss_and_backward(mix, src)
+        if first_compiled:
+            print(f"[{a.tag}] compiled the training step in {time.time() - t:.0f} s", flush=True)
+            first_compiled = False
         zero_grads_if_nonfinite_(params, torch.nn.utils.clip_grad_norm_(params, a.clip_grad))
         opt.step()
         return loss.detach()
