@@ -59,12 +59,12 @@ def main() -> None:
     if a.remeasure == bool(a.candidate) or not (a.remeasure or (a.hardware and a.command and a.name)):
         p.error("give a candidate with --hardware, --command and --name, or --remeasure alone")
 
-    previous = load_checkpoint(DEFAULT).metadata
+    current = load_checkpoint(DEFAULT)
+    previous = current.metadata
     inference = {"passes": a.passes, "wiener": a.wiener,
                  "chosen_with": "benchmarks/bench_inference.py (held-out validation speakers)"}
     if a.remeasure:
-        cand = load_checkpoint(DEFAULT)
-        measure(cand, {**previous, "inference": inference}, a)
+        measure(current, {**previous, "inference": inference}, a)
         return
     cand = load_checkpoint(a.candidate)
     runs = [load_checkpoint(path).metadata.get("training", {}) for path in a.earlier]
