@@ -109,7 +109,7 @@ def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
     _noise_corpus(tmp_path, seed=0)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(RECIPE), "--preset", "tiny", "--train", str(tmp_path / "train"),
-                           "--valid", str(tmp_path / "valid"), "--minutes", "0.05", "--batch", "2",
+                           "--valid", str(tmp_path / "valid"), "--minutes", "0.1", "--batch", "2",
                            "--segment", "1", "--valid-count", "4", "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -125,7 +125,7 @@ def test_compile_failure_falls_back_to_eager_training(tmp_path):
     _noise_corpus(tmp_path, seed=1)
     out = tmp_path / "out"
     args = ["--preset", "tiny", "--train", str(tmp_path / "train"), "--valid", str(tmp_path / "valid"),
-            "--minutes", "0.03", "--batch", "2", "--segment", "1", "--valid-count", "4", "--device", "cpu",
+            "--minutes", "0.1", "--batch", "2", "--segment", "1", "--valid-count", "4", "--device", "cpu",
             "--out", str(out), "--compile"]
     script = (
         "import importlib.util, sys, torch\n"
