@@ -4,12 +4,15 @@ The CPU recipe (`mossep train -c recipes/default-8k.yaml`) mixes on the CPU, two
 idle most of that time, so this script keeps the whole training corpus on the GPU (plus speed-perturbed
 copies made once with soxr) and draws every batch there: random speaker pairs, random crops, +-gain_db
 levels, and in a fraction of mixtures one talker starting late or stopping early (turn-taking, as in real
-conversations). The learning rate warms up, then follows a cosine over the *time* budget, so a run of any
+conversations). Optionally (off by default, see --reverb, --noise, --eq and mossep.augment) a fraction of
+mixtures is made to sound like real recordings: a synthetic room (targets: the reverberant images), additive
+noise or mains hum (targets: the clean sources) or a random channel EQ (targets: the equalised sources). The learning rate warms up, then follows a cosine over the *time* budget, so a run of any
 length ends annealed. Validation uses the CPU recipe's fixed held-out mixtures (mossep.dynamic_mix,
 seed 20231): the first 48 are exactly the CPU run's validation set, so both learning curves compare.
 
     python recipes/gpu_default_8k.py --init weights/default.safetensors --minutes 7 --out runs/gpu
     python recipes/gpu_default_8k.py --bench --batches 16 32 64 128      # ms per step, then exit
+    python recipes/gpu_default_8k.py --init weights/default.safetensors --reverb 0.3 --noise 0.3 --eq 0.2 ...
 
 Writes OUT/best.safetensors (best validation SI-SNRi, mossep's format with metadata), OUT/final.safetensors,
 OUT/log.csv. See weights/README.md for the run that produced the shipped checkpoint.
@@ -30,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from mossep import augment as aug  # noqa: E402
 from mossep import dynamic_mix as dm  # noqa: E402
 from mossep.checkpoints import load_checkpoint  # noqa: E402
 from mossep.checkpoints.native import save_native  # noqa: E402
@@ -72,14 +76,25 @@ class GpuMixer:
         self.spk_first = torch.tensor(spk_first, device=device)  # [S]
         self.spk_count = torch.tensor(spk_count, device=device)
         self.segment = segment
+        self.rate = rate
         self.device = device
 
     def batch(self, size: int, gen: torch.Generator, gain_db: float, partial: float, num_spks: int = 2,
-              polarity: bool = True):
-        """(mix [B, T], sources [B, C, T]) with C distinct speakers per mixture.
+              polarity: bool = True, reverb: float = 0.0, noise: float = 0.0, eq: float = 0.0,
+              rt60: tuple[float, float] = (0.2, 0.8), snr_db: tuple[float, float] = (5.0, 30.0)):
+        """(mix [B, T], sources [B, C, T]) with C distinct speakers per mixture; sources are the training targets.
 
         polarity: each source is inverted with probability 1/2 (a recording's polarity is arbitrary; a model
         trained on one polarity only separates the inverted mixture differently, and worse or better at random).
+        reverb / noise / eq: the probability that a mixture gets, in this order (mossep.augment):
+        - reverb: each source through its own synthetic room impulse response (one RT60 uniform in `rt60` s per
+          mixture, its level kept); the targets are these reverberant images (separation, not dereverberation);
+        - eq: one random tilt/EQ curve per mixture on all its sources; the targets are the equalised sources;
+        - noise: white/pink/brown noise or mains hum added to the mixture only, at an SNR (against the
+          mixture) uniform in `snr_db`; the targets stay the noise-free sources, so mix != sources.sum(1).
+        With all three 0 (the default) no extra random numbers are drawn: the batches are exactly those of
+        the recipe before the augmentations existed. Their random numbers are drawn after all the others, so
+        turning them on keeps the same speakers, crops, levels and polarities.
         """
         d, S, T = self.device, len(self.spk_first), self.segment
         first = torch.randint(0, S, (size, 1), device=d, generator=gen)
@@ -111,7 +126,17 @@ class GpuMixer:
             # a short (padded) utterance may lie wholly in the faded part: keep such mixtures whole
             alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
             src = torch.where((which & alive)[:, None, None], masked, src)
+        if reverb > 0:
+            wet = aug.reverberate(src, aug.random_rirs((size, num_spks), self.rate, gen, src, rt60))
+            src = torch.where((torch.rand(size, device=d, generator=gen) < reverb)[:, None, None], wet, src)
+        if eq > 0:
+            curve = aug.random_eq((size, 1), self.rate, gen, src)  # one channel per mixture, shared by its sources
+            src = torch.where((torch.rand(size, device=d, generator=gen) < eq)[:, None, None],
+                              aug.equalize(src, curve), src)
         mix = src.sum(1)
+        if noise > 0:
+            noisy = aug.random_noise(mix, self.rate, gen, snr_db)
+            mix = torch.where((torch.rand(size, device=d, generator=gen) < noise)[:, None], noisy, mix)
         peak = mix.abs().amax(-1).clamp(min=0.99) / 0.99
         return mix / peak[:, None], src / peak[:, None, None]
 
@@ -143,6 +168,16 @@ def main() -> None:
     p.add_argument("--partial", type=float, default=0.2)
     p.add_argument("--polarity", action=argparse.BooleanOptionalAction, default=True,
                    help="invert each source with probability 1/2")
+    p.add_argument("--reverb", type=float, default=0.0,
+                   help="probability per mixture of a synthetic room (targets: the reverberant images)")
+    p.add_argument("--rt60", type=float, nargs=2, default=[0.2, 0.8], metavar=("LO", "HI"),
+                   help="reverberation time range, seconds")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="probability per mixture of additive white/pink/brown noise or hum (targets: clean)")
+    p.add_argument("--snr", type=float, nargs=2, default=[5.0, 30.0], metavar=("LO", "HI"),
+                   help="noise SNR range against the mixture, dB")
+    p.add_argument("--eq", type=float, default=0.0,
+                   help="probability per mixture of a random spectral tilt/EQ (targets: the equalised sources)")
     p.add_argument("--clip-grad", type=float, default=5.0)
     p.add_argument("--valid-count", type=int, default=256)
     p.add_argument("--valid-every", type=float, default=45.0, help="seconds")
@@ -156,6 +191,12 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--tag", default="")
     a = p.parse_args()
+    for name in ("reverb", "noise", "eq"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            p.error(f"--{name} is a probability, got {getattr(a, name)}")
+    if not 0 < a.rt60[0] <= a.rt60[1] or a.snr[0] > a.snr[1]:
+        p.error("--rt60 LO HI needs 0 < LO <= HI and --snr LO HI needs LO <= HI")
+    augment = {"reverb": a.reverb, "noise": a.noise, "eq": a.eq, "rt60": tuple(a.rt60), "snr_db": tuple(a.snr)}
 
     t_start = time.time()
     dev = torch.device(a.device)
@@ -176,6 +217,9 @@ def main() -> None:
     print(f"[{a.tag}] train: {len(spk)} speakers, {mixer.flat.numel() / rate / 60:.1f} min incl. speed copies; "
           f"model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M ({origin}); load {time.time() - t_start:.1f} s",
           flush=True)
+    if a.reverb or a.noise or a.eq:
+        print(f"[{a.tag}] augment: reverb {a.reverb} (RT60 {a.rt60[0]:g}-{a.rt60[1]:g} s), noise {a.noise} "
+              f"(SNR {a.snr[0]:g}-{a.snr[1]:g} dB), eq {a.eq}", flush=True)
     gen = torch.Generator(device=dev)
     gen.manual_seed(a.seed)
     params = [q for q in model.parameters() if q.requires_grad]
@@ -195,7 +239,7 @@ def main() -> None:
 
     def step(batch: int, lr: float) -> float:
         nonlocal forward, first_compiled
-        mix, src = mixer.batch(batch, gen, a.gain_db, a.partial, polarity=a.polarity)
+        mix, src = mixer.batch(batch, gen, a.gain_db, a.partial, polarity=a.polarity, **augment)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -257,7 +301,8 @@ def main() -> None:
             "hardware": hardware, "origin": origin, "prior": prior,
             "steps": steps, "mixtures": seen, "train_seconds": round(time.time() - t0, 1),
             "batch": a.batch, "peak_lr": peak_lr, "segment_seconds": a.segment,
-            "augment": {"speeds": a.speeds, "gain_db": a.gain_db, "partial": a.partial, "polarity": a.polarity},
+            "augment": {"speeds": a.speeds, "gain_db": a.gain_db, "partial": a.partial, "polarity": a.polarity,
+                        "reverb": a.reverb, "rt60": a.rt60, "noise": a.noise, "snr_db": a.snr, "eq": a.eq},
             "train": [Path(x).name for x in a.train], "valid": [Path(x).name for x in a.valid],
             **score}}
         save_native(model, out / name, meta)

@@ -12,6 +12,15 @@
 #     LR_A=7e-4 RTF=0 EXTRA=--compile bash recipes/gpu_default_8k.sh 8.6 0                (543 s wall)
 #     INIT=.gpu/init/A.safetensors LR_B=2.5e-4 VALID_B=50 RTF=0 EXTRA=--compile bash recipes/gpu_default_8k.sh 0 3.6
 #                                                                                         (234 s wall)
+#   next session (suggested, not yet run): the same two calls with the realism augmentations switched on through
+#   EXTRA (recipes/gpu_default_8k.py --reverb/--noise/--eq P: the probability per mixture of a synthetic room,
+#   of noise or mains hum at 5-30 dB SNR, of a random channel EQ; see mossep.augment for the targets; the
+#   default 0 draws exactly the batches of the rounds above; the settings are recorded in the checkpoint's
+#   metadata under training.augment; validation and the checkpoint choice stay on the clean mixtures):
+#     AUG="--compile --reverb 0.3 --noise 0.3 --eq 0.2"
+#     LR_A=7e-4 RTF=0 EXTRA="$AUG" bash recipes/gpu_default_8k.sh 8.6 0
+#     INIT=.gpu/init/A.safetensors LR_B=2.5e-4 VALID_B=50 RTF=0 EXTRA="$AUG" bash recipes/gpu_default_8k.sh 0 3.6
+#   (--rt60 LO HI and --snr LO HI change the ranges, default 0.2 0.8 s and 5 30 dB.)
 #
 # Prepare on the CPU machine (the device copies the working tree, 64 MiB at most, so large tracked test fixtures
 # are taken out of the index for the call and put back after it):
