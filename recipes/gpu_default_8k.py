@@ -6,9 +6,10 @@ copies made once with soxr) and draws every batch there: random speaker pairs, r
 levels, and in a fraction of mixtures one talker starting late or stopping early (turn-taking, as in real
 conversations). Optionally (off by default, see --reverb, --noise, --eq and mossep.augment) a fraction of
 mixtures is made to sound like real recordings: a synthetic room (targets: the reverberant images), additive
-noise or mains hum (targets: the clean sources) or a random channel EQ (targets: the equalised sources). The learning rate warms up, then follows a cosine over the *time* budget, so a run of any
-length ends annealed. Validation uses the CPU recipe's fixed held-out mixtures (mossep.dynamic_mix,
-seed 20231): the first 48 are exactly the CPU run's validation set, so both learning curves compare.
+noise or mains hum (targets: the clean sources) or a random channel EQ (targets: the equalised sources).
+The learning rate warms up, then follows a cosine over the *time* budget, so a run of any length ends annealed.
+Validation uses the CPU recipe's fixed held-out mixtures (mossep.dynamic_mix, seed 20231; clean, whatever the
+augmentations): the first 48 are exactly the CPU run's validation set, so both learning curves compare.
 
     python recipes/gpu_default_8k.py --init weights/default.safetensors --minutes 7 --out runs/gpu
     python recipes/gpu_default_8k.py --bench --batches 16 32 64 128      # ms per step, then exit

@@ -123,7 +123,8 @@ def hum(shape: tuple[int, ...], sample_rate: int, gen: torch.Generator, like: to
     dev, dt = like.device, _fft_dtype(like.dtype)
     lead = shape[:-1]
     pick = torch.randint(0, len(mains), lead, generator=gen, device=dev)
-    f0 = torch.tensor(mains, device=dev, dtype=dt)[pick] * (1 + jitter * (2 * torch.rand(lead, generator=gen, device=dev, dtype=dt) - 1))
+    wobble = 2 * torch.rand(lead, generator=gen, device=dev, dtype=dt) - 1
+    f0 = torch.tensor(mains, device=dev, dtype=dt)[pick] * (1 + jitter * wobble)
     k = torch.arange(1, harmonics + 1, device=dev, dtype=dt)
     freq = f0.unsqueeze(-1) * k  # [..., K]
     odd = 1 + 2 * torch.rand(*lead, 1, generator=gen, device=dev, dtype=dt) * (k % 2 == 1)
