@@ -10,7 +10,10 @@ Stitching one chunk:
 2. `choose_permutation`: the order of the chunk's outputs is arbitrary, so it is matched to what is already
    stitched over the overlap (the permutation with the least squared error); when the overlap is too quiet
    to tell, the previous chunk's permutation is kept.
-3. `OverlapAdd.add`: weighted overlap-add, normalised by the sum of the windows (exact for any overlap).
+3. optionally (`track_speakers`), `mossep.tracking.SpeakerTracker` checks that order against running voice
+   profiles of the outputs and overrides it when the profiles clearly say the talkers were swapped inside an
+   earlier chunk (which the overlap match alone would carry to the end of the recording).
+4. `OverlapAdd.add`: weighted overlap-add, normalised by the sum of the windows (exact for any overlap).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import itertools
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .tracking import SpeakerTracker
 
 # Chosen by measurement on long recordings (benchmarks/README.md, "Long recordings"; benchmarks/bench_long.py):
 # minute-long two-talker mixtures of held-out speakers, scored over the whole file so that a talker swap between
@@ -145,7 +150,9 @@ class OverlapAdd:
     once no later chunk can start before `upto`. Holds only the samples not yet popped.
     """
 
-    def __init__(self, num_spks: int, overlap: int, quiet_db: float = QUIET_DB, fit_level: bool = True):
+    def __init__(self, num_spks: int, overlap: int, quiet_db: float = QUIET_DB, fit_level: bool = True,
+                 track_speakers: bool = False, sample_rate: int = 8000):
+        """track_speakers: also order chunks by voice profiles (mossep.tracking; needs the true sample_rate)."""
         self.C = num_spks
         self.fit_level = fit_level
         self.overlap = overlap
@@ -158,6 +165,8 @@ class OverlapAdd:
         self.mix_energy = 0.0
         self.mix_count = 0
         self.perms: list[tuple[int, ...]] = []  # the permutation chosen for every chunk (for inspection)
+        self.tracker = SpeakerTracker(num_spks, sample_rate) if track_speakers else None
+        self.matched: list[tuple[int, ...]] = []  # with tracking: the overlap match's choice for every chunk
 
     def _grow(self, end: int) -> None:
         extra = end - (self.done + self.den.size)
@@ -188,6 +197,9 @@ class OverlapAdd:
             stitched = self.num[:, a:b] / self.den[a:b]
             perm = choose_permutation(stitched, est[:, : ov_end - start], mix[: ov_end - start], ref_power,
                                       self.perm, self.quiet_db)
+        if self.tracker is not None:
+            self.matched.append(perm)
+            perm = self.tracker.step(est, perm, new_from, ref_power, first=first)
         self.perm = perm
         self.perms.append(perm)
         est = est[list(perm)]
@@ -211,15 +223,17 @@ class OverlapAdd:
 
 
 def stitch(estimates: Iterable[np.ndarray], plan: Sequence[Chunk], mix: np.ndarray, overlap: int,
-           quiet_db: float = QUIET_DB, fit_level: bool = True) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+           quiet_db: float = QUIET_DB, fit_level: bool = True, track_speakers: bool = False,
+           sample_rate: int = 8000) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """Stitch per-chunk estimates [C, end - start] (in `plan` order) of the mixture `mix` [n] into [C, n].
 
-    Returns (output, permutation chosen for each chunk)."""
+    Returns (output, permutation chosen for each chunk). track_speakers, sample_rate: see OverlapAdd."""
     n = len(mix)
     ola = None
     for i, ((s, e), est) in enumerate(zip(plan, estimates)):
         if ola is None:
-            ola = OverlapAdd(est.shape[0], overlap, quiet_db=quiet_db, fit_level=fit_level)
+            ola = OverlapAdd(est.shape[0], overlap, quiet_db=quiet_db, fit_level=fit_level,
+                             track_speakers=track_speakers, sample_rate=sample_rate)
         ola.add(s, np.asarray(est, dtype=np.float64), np.asarray(mix[s:e], dtype=np.float64),
                 first=(s == 0), last=(e == n))
     if ola is None:

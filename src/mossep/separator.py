@@ -26,6 +26,7 @@ from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import existing_outputs, removing_new_dirs_on_error
 from .postfilter import post_filter
+from .tracking import TRACK_SPEAKERS
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
 Note = Callable[[str], None]
@@ -94,13 +95,16 @@ class Separator:
     do not store it. passes: 1 = separate each chunk once; 2 = also separate its polarity-inverted copy and
     average the two (mossep.ensemble; twice the compute). wiener: re-take each speaker from the mixture through
     soft masks made from the estimates (mossep.postfilter). passes/wiener None = what the checkpoint's metadata
-    recommends (see recommended_settings), else 1 pass and no post-filter.
+    recommends (see recommended_settings), else 1 pass and no post-filter. track_speakers: keep each talker on
+    its output across chunks by voice profiles too, not only the overlap match (mossep.tracking); None = the
+    default there (TRACK_SPEAKERS).
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
-                 batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None):
+                 batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
+                 track_speakers: bool | None = None):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -144,6 +148,7 @@ class Separator:
         self.passes = len(self.signs)
         self.wiener = bool(rec["wiener"] if wiener is None else wiener)
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
+        self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
         self.amp_dtype = None
         if self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -186,7 +191,7 @@ class Separator:
         """
         sr, chunk, overlap = self.sample_rate, self.chunk, self.overlap
         hop = chunk - overlap
-        ola = OverlapAdd(self.num_speakers, overlap)
+        ola = OverlapAdd(self.num_speakers, overlap, track_speakers=self.track_speakers, sample_rate=sr)
         total_s = expected / sr if expected else None
         buf, buf_start, n_seen, k = np.zeros(0, np.float32), 0, 0, 0
         pending: list[tuple[int, np.ndarray]] = []

@@ -15,6 +15,7 @@ from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..errors import MossepError, reason
 from ..fsutil import existing_outputs
 from ..separator import DEFAULT_FILENAME, Separator, output_names
+from ..tracking import TRACK_SPEAKERS
 from . import options
 from .app import app
 
@@ -44,6 +45,9 @@ _RATE = typer.Option(None, "--sample-rate", help="Output sample rate. Default: t
 _CHANNEL = typer.Option(None, "--channel", help="Use this channel (1 = first) instead of the downmix.")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (errors only).")
+_TRACK = typer.Option(None, "--track/--no-track", help="Long inputs: also keep each talker on its output across "
+                      "chunks by voice profiles, so that a talker swap inside one chunk is undone at the next "
+                      f"(mossep.tracking). Default: {'on' if TRACK_SPEAKERS else 'off'}.")
 
 
 class Reporter:
@@ -82,9 +86,9 @@ def _value(v: enum.Enum | str) -> str:
     return v.value if isinstance(v, enum.Enum) else str(v)
 
 
-def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener) -> Separator:
+def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
-                     fast=fast, model_rate=model_rate, passes=passes, wiener=wiener)
+                     fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track)
 
 
 @app.command()
@@ -98,7 +102,8 @@ def separate(
     overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
-    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER, quiet: bool = _QUIET,
+    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
+    track: Optional[bool] = _TRACK, quiet: bool = _QUIET,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -113,7 +118,7 @@ def separate(
     if inputs.count(STDIN) > 1:
         raise MossepError("- (stdin) can be given only once")
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -171,7 +176,8 @@ def batch(
     overlap_seconds: Optional[float] = options.OVERLAP, overwrite: bool = _OVERWRITE,
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
-    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER, quiet: bool = _QUIET,
+    passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
+    track: Optional[bool] = _TRACK, quiet: bool = _QUIET,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -190,7 +196,7 @@ def batch(
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track)
     check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
     done = skipped = 0
     failed: list[str] = []
