@@ -2,7 +2,6 @@
 RT60, the targets the docstrings promise, and the recipe's default batches left exactly as they were."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -10,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mossep import augment as aug
 from mossep.checkpoints import load_checkpoint
+
+from scripts import load_script, noise_corpus
 
 RATE = 8000
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "gpu_default_8k.py"
@@ -142,10 +142,7 @@ def test_eq_is_one_linear_channel_per_mixture_and_unity_gain_is_the_identity():
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("gpu_default_8k", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recipes/gpu_default_8k.py")
 
 
 def _mixer(mod, speeds=(1.0,)):
@@ -194,17 +191,8 @@ def test_recipe_mixer_targets_follow_each_augmentation():
     assert 0.38 < noisy < 0.62
 
 
-def _noise_corpus(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 4), ("valid", 3)):
-        for k in range(n):
-            d = root / split / f"spk{k}"
-            d.mkdir(parents=True)
-            sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
-
-
 def test_short_cpu_recipe_run_with_augmentations_trains_and_records_them(tmp_path):
-    _noise_corpus(tmp_path)
+    noise_corpus(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(RECIPE), "--preset", "tiny", "--train", str(tmp_path / "train"),
                            "--valid", str(tmp_path / "valid"), "--minutes", "0.1", "--batch", "2",

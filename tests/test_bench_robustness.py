@@ -2,21 +2,18 @@
 names; the whole benchmark runs end to end with a tiny model."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_robustness.py"
+from scripts import load_script
+
 RATE = 8000
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_robustness", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_robustness.py")
 
 
 def _pair(seed: int = 0):

@@ -2,26 +2,23 @@
 loadable checkpoint (the script itself runs on CPU too; only its speed needs a GPU)."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from mossep.checkpoints import load_checkpoint
+
+from scripts import load_script, noise_corpus
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "gpu_default_8k.py"
 RATE = 8000
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("gpu_default_8k", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recipes/gpu_default_8k.py")
 
 
 def _tone_speakers(n: int, seconds: float = 3.0) -> dict[str, list[np.ndarray]]:
@@ -95,18 +92,8 @@ def test_a_non_finite_step_leaves_weights_and_adam_state_finite():
     assert (w < 1).all()  # the finite steps did move the weights
 
 
-def _noise_corpus(root: Path, seed: int) -> None:
-    """root/train: 4 speakers, root/valid: 3, one 3 s noise utterance each."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", 4), ("valid", 3)):
-        for k in range(n):
-            d = root / split / f"spk{k}"
-            d.mkdir(parents=True)
-            sf.write(d / "u.flac", (0.1 * rng.standard_normal(3 * RATE)).astype(np.float32), RATE)
-
-
 def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
-    _noise_corpus(tmp_path, seed=0)
+    noise_corpus(tmp_path, seed=0)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(RECIPE), "--preset", "tiny", "--train", str(tmp_path / "train"),
                            "--valid", str(tmp_path / "valid"), "--minutes", "0.1", "--batch", "2",
@@ -122,7 +109,7 @@ def test_short_cpu_run_writes_a_loadable_checkpoint(tmp_path):
 def test_compile_failure_falls_back_to_eager_training(tmp_path):
     """--compile: if the compiler fails on the first step, the run trains on eagerly and still writes its
     checkpoint (a lent GPU's minutes must not be lost to a compiler error)."""
-    _noise_corpus(tmp_path, seed=1)
+    noise_corpus(tmp_path, seed=1)
     out = tmp_path / "out"
     args = ["--preset", "tiny", "--train", str(tmp_path / "train"), "--valid", str(tmp_path / "valid"),
             "--minutes", "0.1", "--batch", "2", "--segment", "1", "--valid-count", "4", "--device", "cpu",
