@@ -127,17 +127,7 @@ class GpuMixer:
             # a short (padded) utterance may lie wholly in the faded part: keep such mixtures whole
             alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
             src = torch.where((which & alive)[:, None, None], masked, src)
-        if reverb > 0:
-            wet = aug.reverberate(src, aug.random_rirs((size, num_spks), self.rate, gen, src, rt60))
-            src = torch.where((torch.rand(size, device=d, generator=gen) < reverb)[:, None, None], wet, src)
-        if eq > 0:
-            curve = aug.random_eq((size, 1), self.rate, gen, src)  # one channel per mixture, shared by its sources
-            src = torch.where((torch.rand(size, device=d, generator=gen) < eq)[:, None, None],
-                              aug.equalize(src, curve), src)
-        mix = src.sum(1)
-        if noise > 0:
-            noisy = aug.random_noise(mix, self.rate, gen, snr_db)
-            mix = torch.where((torch.rand(size, device=d, generator=gen) < noise)[:, None], noisy, mix)
+        mix, src = aug.augment_batch(src, gen, self.rate, reverb, eq, noise, rt60, snr_db)
         peak = mix.abs().amax(-1).clamp(min=0.99) / 0.99
         return mix / peak[:, None], src / peak[:, None, None]
 

@@ -207,3 +207,16 @@ def test_short_cpu_recipe_run_with_augmentations_trains_and_records_them(tmp_pat
     assert "non-finite" not in proc.stdout
     bad = subprocess.run([sys.executable, str(RECIPE), "--noise", "1.5"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--noise is a probability" in bad.stderr
+
+
+def test_augment_batch_keeps_what_the_mixture_holds_beyond_its_sources():
+    g = torch.Generator().manual_seed(0)
+    src = 0.1 * torch.randn(3, 2, 4000, generator=g)
+    extra = 0.01 * torch.randn(3, 4000, generator=g)
+    mix, out = aug.augment_batch(src, torch.Generator().manual_seed(1), RATE, extra=extra)
+    assert out is src and torch.equal(mix, src.sum(1) + extra)  # all off: nothing drawn, nothing changed
+    mix, out = aug.augment_batch(src, torch.Generator().manual_seed(1), RATE, reverb=1.0, eq=1.0, extra=extra)
+    assert not torch.allclose(out, src)
+    torch.testing.assert_close(mix - out.sum(1), extra)  # the fixed set's own noise survives, unchanged
+    mix, out = aug.augment_batch(src, torch.Generator().manual_seed(1), RATE, noise=1.0, extra=extra)
+    assert torch.equal(out, src) and not torch.allclose(mix, src.sum(1) + extra)

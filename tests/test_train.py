@@ -123,15 +123,37 @@ def test_resume_gives_the_same_next_step(tmp_path, speaker_sets):
         assert torch.equal(a, b), k
 
 
+def test_augmented_training_resumes_exactly_and_records_its_settings(tmp_path, speaker_sets):
+    aug = dict(reverb=0.5, noise=0.5, eq=0.5, rt60=[0.2, 0.4], steps=4, valid_every=100, speed_perturb=0.0)
+    plain = Trainer(_cfg(tmp_path / "p", speaker_sets, steps=2, valid_every=100, speed_perturb=0.0))
+    plain.fit()
+    full = Trainer(_cfg(tmp_path / "a", speaker_sets, **aug))
+    full.fit()
+    first = Trainer(_cfg(tmp_path / "b", speaker_sets, **{**aug, "steps": 2}))
+    first.fit()
+    for (k, a), b in zip(plain.model.state_dict().items(), first.model.state_dict().values()):
+        if a.is_floating_point() and a.numel() > 1 and not torch.equal(a, b):
+            break  # the augmented batches trained the model differently
+    else:
+        raise AssertionError("augmentation changed nothing")
+    resumed = Trainer(_cfg(tmp_path / "b", speaker_sets, **aug))
+    resumed.resume()
+    resumed.fit()
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    meta = full.metadata({"si_snri": 0.0, "si_snr": 0.0})["training"]["augment"]
+    assert meta == {"reverb": 0.5, "noise": 0.5, "eq": 0.5, "rt60": [0.2, 0.4], "snr_db": [5.0, 30.0]}
+
+
 def test_config_file_and_cli_overrides(tmp_path, speaker_sets):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(f"size: tiny\nsteps: 3\nsegment_seconds: 0.5\nbatch_size: 2\nvalid_every: 3\nvalid_count: 2\n"
                    f"valid_seconds: 0.5\ntrain_dirs: [{speaker_sets[0]}]\nvalid_dirs: [{speaker_sets[1]}]\n")
     proc = subprocess.run([sys.executable, "-m", "mossep", "train", "-c", str(cfg), "--steps", "2",
-                           "-o", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
+                           "--noise", "0.5", "-o", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "steps: 2" in saved and "size: tiny" in saved
+    assert "steps: 2" in saved and "size: tiny" in saved and "noise: 0.5" in saved
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 2
 
@@ -189,7 +211,9 @@ def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
     ("size: huge\n", "unknown model size"), ("arch: rnn\n", "unknown architecture"),
     ("model: {foo: 1}\n", "unknown model settings"), ("model: 5\n", "model: expected a mapping"),
     ("device: gpu\n", "device"), ("train_dirs: {a: 1}\n", "train_dirs"),
-    ("train_dirs: NOPE\n", "nope: training folder not found"), ("lr: 1e-3\nbatch_size: -2\n", "batch_size")])
+    ("train_dirs: NOPE\n", "nope: training folder not found"), ("lr: 1e-3\nbatch_size: -2\n", "batch_size"),
+    ("reverb: 1.5\n", "reverb: is a probability"), ("noise: -0.1\n", "noise: must be at least 0"),
+    ("rt60: [0.8, 0.2]\n", "rt60: expected two numbers"), ("snr_db: 10\n", "snr_db: expected two numbers")])
 def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsys, text, words):
     """Bad values in a config file used to end in tracebacks (or, for a folder given as a string, in a walk
     over the root folder letter by letter); now one line naming the option, and no output folder."""

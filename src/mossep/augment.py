@@ -189,3 +189,33 @@ def equalize(x: torch.Tensor, gain: torch.Tensor, pad: int = 256) -> torch.Tenso
                                         align_corners=True).reshape(*g.shape[:-1], n // 2 + 1)
     y = torch.fft.irfft(torch.fft.rfft(xp) * g, n)
     return y[..., pad:pad + T].to(x.dtype)
+
+
+def augment_batch(src: torch.Tensor, gen: torch.Generator, sample_rate: int, reverb: float = 0.0, eq: float = 0.0,
+                  noise: float = 0.0, rt60: tuple[float, float] = (0.2, 0.8),
+                  snr_db: tuple[float, float] = (5.0, 30.0),
+                  extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixture [B, T], targets [B, C, T]) for a batch of sources [B, C, T], each augmentation applied to a
+    mixture with its probability, in this order (targets as in the module docstring):
+
+    - reverb: every source through its own room (`random_rirs`, one RT60 uniform in `rt60` s per mixture);
+    - eq: one random channel curve per mixture, on all its sources;
+    - noise: white/pink/brown noise or hum added to the mixture only, at an SNR uniform in `snr_db` (dB).
+
+    extra [B, T]: what the mixture holds beyond its sources (e.g. a fixed mixture set's own noise), added back
+    before the noise. With all three probabilities 0 no random numbers are drawn: the result is the sources'
+    sum (plus extra) and the sources themselves.
+    """
+    B, C = src.shape[:2]
+    if reverb > 0:
+        wet = reverberate(src, random_rirs((B, C), sample_rate, gen, src, rt60))
+        src = torch.where((torch.rand(B, device=src.device, generator=gen) < reverb)[:, None, None], wet, src)
+    if eq > 0:
+        curve = random_eq((B, 1), sample_rate, gen, src)  # one channel per mixture, shared by its sources
+        src = torch.where((torch.rand(B, device=src.device, generator=gen) < eq)[:, None, None],
+                          equalize(src, curve), src)
+    mix = src.sum(1) if extra is None else src.sum(1) + extra
+    if noise > 0:
+        noisy = random_noise(mix, sample_rate, gen, snr_db)
+        mix = torch.where((torch.rand(B, device=src.device, generator=gen) < noise)[:, None], noisy, mix)
+    return mix, src

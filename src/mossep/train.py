@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from . import augment as aug
 from . import dynamic_mix as dm
 from . import train_data as td
 from .checkpoints import load_checkpoint, save_native
@@ -46,6 +47,12 @@ class TrainConfig:
     gain_db: float = 5.0
     speed_perturb: float = 0.05
     random_polarity: bool = True  # invert each source with probability 1/2 (recording polarity is arbitrary)
+    # make mixtures sound like real recordings (mossep.augment.augment_batch; probability per mixture, 0 = off):
+    reverb: float = 0.0  # a synthetic room per mixture; the targets are the reverberant sources
+    noise: float = 0.0  # white/pink/brown noise or mains hum in the mixture only; the targets stay clean
+    eq: float = 0.0  # a random channel curve on all the mixture's sources; the targets are the equalised sources
+    rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # reverberation time range, seconds
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])  # noise SNR range against the mixture
     batch_size: int = 4
     steps: int = 10000
     lr: float = 1e-3
@@ -101,6 +108,7 @@ _NUMBERS = {
     "speed_perturb": (float, 0, True), "lr": (float, 0, False), "weight_decay": (float, 0, True),
     "clip_grad": (float, 0, True), "plateau_factor": (float, 0, False), "min_lr": (float, 0, True),
     "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
+    "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True),
 }
 _OPTIONAL = ("init", "threads", "max_minutes")
 _LISTS = ("train_dirs", "train_sets", "valid_dirs")
@@ -136,6 +144,16 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
         raise bad("speed_perturb", "must be below 1")
     if values.get("plateau_factor", cfg.plateau_factor) > 1:
         raise bad("plateau_factor", "must be at most 1")
+    for name in ("reverb", "noise", "eq"):
+        if values.get(name, getattr(cfg, name)) > 1:
+            raise bad(name, "is a probability, must be at most 1")
+    for name, low in (("rt60", 0.0), ("snr_db", None)):
+        v = getattr(cfg, name)
+        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        if not ok or v[0] > v[1] or (low is not None and v[0] <= low):
+            raise bad(name, "expected two numbers LOW, HIGH with LOW <= HIGH" + (" and LOW > 0" if low is not None else ""))
+        values[name] = [float(x) for x in v]
     for name in ("out_dir", "arch", "size", "device") + (("init",) if cfg.init is not None else ()):
         if not isinstance(getattr(cfg, name), str):
             raise bad(name, "expected text")
@@ -312,6 +330,8 @@ class Trainer:
                 "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb,
                                    "random_polarity": cfg.random_polarity},
+                "augment": {"reverb": cfg.reverb, "noise": cfg.noise, "eq": cfg.eq, "rt60": cfg.rt60,
+                            "snr_db": cfg.snr_db},
             },
             "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
                            "mixtures": len(self.valid_items), "seconds": cfg.valid_seconds},
@@ -375,6 +395,11 @@ class Trainer:
         mix, src = td.make_batch(self.data, cfg.batch_size, cfg.seed, self.step, self.rank)
         torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
         mix_t, src_t = torch.from_numpy(mix).to(self.device), torch.from_numpy(src).to(self.device)
+        if cfg.reverb or cfg.noise or cfg.eq:  # seeded by (seed, step, rank) like the batch, so resume is exact
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(hash((cfg.seed, self.step, self.rank, 1)) % (2**31))
+            mix_t, src_t = aug.augment_batch(src_t, gen, self.mcfg.sample_rate, cfg.reverb, cfg.eq, cfg.noise,
+                                             tuple(cfg.rt60), tuple(cfg.snr_db), extra=mix_t - src_t.sum(1))
         lr = max(cfg.min_lr, lr_at(self.step, cfg.lr, cfg.warmup_steps) * self.lr_scale)
         for g in self.opt.param_groups:
             g["lr"] = lr

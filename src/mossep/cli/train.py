@@ -51,6 +51,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop with a checkpoint after this much time."),
+    reverb: Optional[float] = typer.Option(None, help="Probability per mixture of a synthetic room (targets: the reverberant sources) [0]."),
+    noise: Optional[float] = typer.Option(None, help="Probability per mixture of added noise or hum (targets: the clean sources) [0]."),
+    eq: Optional[float] = typer.Option(None, help="Probability per mixture of a random channel EQ [0]. Ranges (rt60, snr_db): config file."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.pt exactly."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -61,7 +64,7 @@ def train(
     given = dict(out_dir=out_dir, arch=arch, size=size, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
                  segment_seconds=segment_seconds, batch_size=batch_size, steps=steps, lr=lr, valid_every=valid_every,
                  checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, max_minutes=max_minutes,
-                 quiet=quiet or None)
+                 reverb=reverb, noise=noise, eq=eq, quiet=quiet or None)
     opts.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(**opts)
     trainer = Trainer(cfg)
