@@ -57,6 +57,14 @@ def test_info_json_native(capsys, tiny_model_path):
     assert s["sample_rate_source"] == "stored in the checkpoint"
 
 
+def test_info_without_a_model_describes_the_bundled_one(capsys):
+    code, out, _ = run(capsys, "info", "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert s["path"].endswith("default.safetensors") and s["format"] == "mossep"
+    assert s["metadata"]["inference"]["passes"] == 2 and "libri2mix_dev_clips" in s["metadata"]["evaluation"]
+
+
 def test_info_json_clearvoice_rate_sources(capsys, clearvoice_file):
     s = json.loads(run(capsys, "info", str(clearvoice_file), "--json")[1])
     assert s["format"] == "clearvoice" and s["architecture"] == "mossformer2" and s["sample_rate"] == 8000
