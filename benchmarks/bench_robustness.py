@@ -108,6 +108,7 @@ CONDITIONS: dict[str, tuple[str, Disturbance]] = {
     **{f"white noise {s} dB SNR": ("clean", partial(noise, color="white", snr_db=s)) for s in (20, 10, 5)},
     **{f"pink noise {s} dB SNR": ("clean", partial(noise, color="pink", snr_db=s)) for s in (20, 10, 5)},
     "50 Hz hum + harmonics, -30 dBFS": ("clean", hum),
+    "60 Hz hum + harmonics, -30 dBFS": ("clean", partial(hum, mains=60.0)),
     "telephone band 300-3400 Hz": ("band-passed alike", telephone),
     "DC offset -0.2": ("clean", partial(dc_offset, offset=-0.2)),
     "level -40 dB": ("clean", partial(level, gain_db=-40.0)),
@@ -138,17 +139,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=None, help="default: the checkpoint's recommendation")
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-hum", action="store_true", help="Separator(remove_hum=False): no mains hum removal")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
-    sep = Separator(load_checkpoint(a.model), device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
+    sep = Separator(load_checkpoint(a.model), device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener,
+                    remove_hum=not a.keep_hum)
     rate = sep.sample_rate
     items = dm.validation_mixtures(a.sets, rate, a.count, a.seconds)
     names = [n for n in CONDITIONS if n == "clean" or a.conditions is None or any(c in n for c in a.conditions)]
     print(f"{len(items)} validation mixtures of {a.seconds:g} s (held-out speakers: "
           f"{', '.join(Path(s).name for s in a.sets)}); model {a.model or 'default'}; {sep.passes} pass(es), "
-          f"Wiener post-filter {'on' if sep.wiener else 'off'}; {a.threads} thread(s)")
+          f"Wiener post-filter {'on' if sep.wiener else 'off'}; hum removal {'on' if sep.remove_hum else 'off'}; "
+          f"{a.threads} thread(s)")
     print("command: python benchmarks/bench_robustness.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])))
     print()
     print("| condition | references | SI-SNRi (dB) | median | vs clean | input SI-SNR | output SI-SNR |")

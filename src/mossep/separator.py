@@ -25,6 +25,7 @@ from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAd
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import existing_outputs, removing_new_dirs_on_error
+from .hum import without_hum
 from .postfilter import post_filter
 from .tracking import TRACK_SPEAKERS
 
@@ -97,14 +98,15 @@ class Separator:
     soft masks made from the estimates (mossep.postfilter). passes/wiener None = what the checkpoint's metadata
     recommends (see recommended_settings), else 1 pass and no post-filter. track_speakers: keep each talker on
     its output across chunks by voice profiles too, not only the overlap match (mossep.tracking); None = the
-    default there (TRACK_SPEAKERS).
+    default there (TRACK_SPEAKERS). remove_hum: take a steady 50/60 Hz mains hum out of each chunk before
+    separating it (mossep.hum; nothing is changed where none is found).
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
                  batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
-                 track_speakers: bool | None = None):
+                 track_speakers: bool | None = None, remove_hum: bool = True):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -149,6 +151,7 @@ class Separator:
         self.wiener = bool(rec["wiener"] if wiener is None else wiener)
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
+        self.remove_hum = bool(remove_hum)
         self.amp_dtype = None
         if self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -170,6 +173,11 @@ class Separator:
             else:
                 y = self.model(x)
         return y.float().cpu().numpy().astype(np.float64)
+
+    def _clean(self, chunk: np.ndarray) -> np.ndarray:
+        """A chunk without its DC offset and, with remove_hum, without mains hum; float32."""
+        x = chunk - chunk.mean(dtype=np.float64)
+        return (without_hum(x, self.sample_rate) if self.remove_hum else x).astype(np.float32)
 
     def _forward(self, audios: np.ndarray) -> np.ndarray:
         """[B, L] float32 -> [B, C, L] float64: one model pass per view (merged by mossep.ensemble), then the
@@ -197,9 +205,10 @@ class Separator:
         pending: list[tuple[int, np.ndarray]] = []
 
         def run(batch: list[tuple[int, np.ndarray]], n_final: int | None = None) -> None:
-            # each chunk without its mean: a DC offset is no talker's (the network, trained on clean speech,
-            # lost 5 dB to an offset of -0.2), and the outputs then carry none of it
-            batch = [(s, (a - a.mean(dtype=np.float64)).astype(np.float32)) for s, a in batch]
+            # each chunk without its mean and, with remove_hum, without mains hum (mossep.hum): neither is a
+            # talker's (the network, trained on clean speech, lost 5 dB to an offset of -0.2 and 3.2 dB to hum
+            # at -30 dBFS), and the outputs then carry none of them
+            batch = [(s, self._clean(a)) for s, a in batch]
             est = self._forward(np.stack([a for _, a in batch]))
             for (s, a), e in zip(batch, est):
                 ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
