@@ -113,6 +113,26 @@ def test_passes_and_wiener_options_change_the_output(tmp_path, capsys, model):
     assert not (tmp_path / "bad").exists()
 
 
+def test_dehum_and_track_options_reach_the_separator(tmp_path, capsys, model):
+    t = np.arange(3 * 8000) / 8000
+    hum = sum(0.05 / k * np.sin(2 * np.pi * 50 * k * t + k) for k in range(1, 6))
+    hummed = tmp_path / "hum.wav"
+    sf.write(hummed, 0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 1.3 * t) > 0) + hum, 8000,
+             subtype="FLOAT")
+    clean = tone(tmp_path / "clean.wav", seconds=3.0, subtype="FLOAT")
+
+    def outputs(src: Path, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{src.stem}{'-'.join(extra)}"
+        code, _, err = run(["separate", src, "-o", out, *extra, *model], capsys)
+        assert code == 0, err
+        return np.stack([sf.read(out / f"{src.stem}_spk{k}.wav")[0] for k in (1, 2)])
+
+    assert not np.allclose(outputs(hummed), outputs(hummed, "--no-dehum"), atol=1e-3)  # the hum was taken out
+    assert np.array_equal(outputs(clean), outputs(clean, "--no-dehum"))  # nothing to take out
+    tracked = outputs(hummed, "--track", "--chunk-seconds", "1", "--overlap-seconds", "0.25")
+    assert tracked.shape == (2, len(t)) and np.isfinite(tracked).all()
+
+
 def test_progress_and_notes_go_to_stderr_only(tmp_path, capsys, tiny_model_path):
     src = tone(tmp_path / "p.wav")
     code, out, err = run(["separate", src, "-o", tmp_path / "o", "--model", tiny_model_path, "--device", "cpu"],

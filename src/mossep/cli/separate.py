@@ -48,6 +48,8 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (e
 _TRACK = typer.Option(None, "--track/--no-track", help="Long inputs: also keep each talker on its output across "
                       "chunks by voice profiles, so that a talker swap inside one chunk is undone at the next "
                       f"(mossep.tracking). Default: {'on' if TRACK_SPEAKERS else 'off'}.")
+_DEHUM = typer.Option(True, "--dehum/--no-dehum", help="Take a steady 50/60 Hz mains hum out of each chunk before "
+                      "separating it (mossep.hum; nothing changes where none is found).")
 
 
 class Reporter:
@@ -86,9 +88,10 @@ def _value(v: enum.Enum | str) -> str:
     return v.value if isinstance(v, enum.Enum) else str(v)
 
 
-def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track) -> Separator:
+def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
-                     fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track)
+                     fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track,
+                     remove_hum=dehum)
 
 
 @app.command()
@@ -103,7 +106,7 @@ def separate(
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
-    track: Optional[bool] = _TRACK, quiet: bool = _QUIET,
+    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, quiet: bool = _QUIET,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -118,7 +121,7 @@ def separate(
     if inputs.count(STDIN) > 1:
         raise MossepError("- (stdin) can be given only once")
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -177,7 +180,7 @@ def batch(
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
-    track: Optional[bool] = _TRACK, quiet: bool = _QUIET,
+    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, quiet: bool = _QUIET,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -196,7 +199,7 @@ def batch(
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
     check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
     done = skipped = 0
     failed: list[str] = []
