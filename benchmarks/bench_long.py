@@ -98,15 +98,15 @@ def swapped_windows(est: np.ndarray, ref: np.ndarray, perm: list[int], rate: int
 
 def chunk_estimates(sep: Separator, mix: np.ndarray, cache: Path | None, key: str) -> tuple[list, np.ndarray]:
     """The plan and the per-chunk estimates [K, C, L] (float32) exactly as Separator.separate_stream makes them
-    for a mixture already at the model rate (each chunk without its mean, then the model); cached under `cache`."""
+    for a mixture already at the model rate (each chunk cleaned by Separator._clean, then the model); cached
+    under `cache`."""
     plan = plan_chunks(len(mix), sep.chunk, sep.overlap)
     path = None if cache is None else cache / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".npy")
     if path is not None and path.exists():
         return plan, np.load(path)
     est = []
     for s, e in plan:
-        a = mix[s:e] - mix[s:e].mean(dtype=np.float64)
-        est.append(sep._forward(a[None].astype(np.float32))[0].astype(np.float32))
+        est.append(sep._forward(sep._clean(mix[s:e])[None])[0].astype(np.float32))
     est = np.stack(est)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,18 +114,18 @@ def chunk_estimates(sep: Separator, mix: np.ndarray, cache: Path | None, key: st
     return plan, est
 
 
-def stitch_like_separator(plan: list, est: np.ndarray, mix: np.ndarray, overlap: int, track: bool,
-                          rate: int) -> tuple[np.ndarray, OverlapAdd]:
-    """Stitch cached chunk estimates the way Separator.separate_stream does (chunks without their mean)."""
+def stitch_like_separator(sep: Separator, plan: list, est: np.ndarray, mix: np.ndarray,
+                          track: bool) -> tuple[np.ndarray, OverlapAdd]:
+    """Stitch cached chunk estimates the way Separator.separate_stream does (the cleaned chunks as mixture)."""
     n = len(mix)
-    ola = OverlapAdd(est.shape[1], overlap, track_speakers=track, sample_rate=rate)
+    ola = OverlapAdd(est.shape[1], sep.overlap, track_speakers=track, sample_rate=sep.sample_rate)
     for (s, e), x in zip(plan, est):
-        a = mix[s:e] - mix[s:e].mean(dtype=np.float64)
-        ola.add(s, x.astype(np.float64), a.astype(np.float64), first=s == 0, last=e == n)
+        ola.add(s, x.astype(np.float64), sep._clean(mix[s:e]).astype(np.float64), first=s == 0, last=e == n)
     return ola.pop(n), ola
 
 
-def inject_swap(plan: list, est: np.ndarray, mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def inject_swap(sep: Separator, plan: list, est: np.ndarray, mix: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
     """A copy of the chunk estimates [K, C, L] where, in one random chunk k (not the first or the last two),
     the outputs swap from a random point (30-90 % into the chunk) to its end: what the model does in its rare
     swaps, placed where the real estimates of chunk k + 1 must undo it. Chunk k is level-fitted to its mixture
@@ -136,7 +136,7 @@ def inject_swap(plan: list, est: np.ndarray, mix: np.ndarray, rng: np.random.Gen
     k = int(rng.integers(1, len(est) - 2))
     cut = int(rng.uniform(0.3, 0.9) * est.shape[-1])
     s, e = plan[k]
-    x = est[k].astype(np.float64) * fit_to_mixture(est[k], mix[s:e] - mix[s:e].mean(dtype=np.float64))[:, None]
+    x = est[k].astype(np.float64) * fit_to_mixture(est[k], sep._clean(mix[s:e]))[:, None]
     out[k] = x
     out[k, :, cut:] = x[::-1, cut:]
     return out
@@ -218,13 +218,13 @@ def main() -> None:
             rows = {v: {"scores": [], "swaps": [], "counts": []} for v in variants}
             t0 = time.perf_counter()
             for f, (name, mix, ref) in enumerate(items):
-                key = f"{model_id}|{a.fast}|{sep.passes}|{sep.wiener}|{chunk}|{overlap}|{name}|{a.seconds}|{a.spread}|{a.seed}"
+                key = f"{model_id}|{a.fast}|{sep.passes}|{sep.wiener}|{sep.remove_hum}|{chunk}|{overlap}|{name}|{a.seconds}|{a.spread}|{a.seed}"
                 plan, clean = chunk_estimates(sep, mix, a.cache, key)
-                injected = inject_swap(plan, clean, mix, np.random.default_rng(1000 + f))
+                injected = inject_swap(sep, plan, clean, mix, np.random.default_rng(1000 + f))
                 for t, inj in variants:
                     est = injected if inj else clean
                     oracles = chunk_oracles(plan, est, ref)
-                    out, ola = stitch_like_separator(plan, est, mix, sep.overlap, t == "on", rate)
+                    out, ola = stitch_like_separator(sep, plan, est, mix, t == "on")
                     r = si_snr_improvement(out, ref, mix)
                     row = rows[(t, inj)]
                     row["scores"].append(r["si_snri"])
