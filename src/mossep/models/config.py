@@ -2,9 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 from typing import Any
 
 ARCHITECTURES = ("mossformer", "mossformer2")
+# Upper bounds on every size, far above any published model (the largest use 24 blocks of width 512, 2-3
+# speakers, groups of 256 frames). The one place for them: a configuration read from an untrusted file is
+# checked here before any module is built (mossep.checkpoints.common.check_config then compares the model it
+# describes with the tensors present), and group_size and sample_rate, which no tensor shape records, bound the
+# memory a forward pass needs.
+LIMITS: dict[str, int] = {
+    "sample_rate": 384_000, "num_spks": 16, "kernel_size": 4096, "stride": 4096, "encoder_dim": 8192,
+    "d_model": 8192, "num_blocks": 256, "group_size": 4096, "query_key_dim": 4096, "expansion_factor": 16,
+    "conv_kernel_size": 1025, "rotary_dim": 4096, "fsmn_dim": 8192, "fsmn_lorder": 1024,
+}
+_KINDS = {"int": Integral, "float": Real, "bool": bool, "str": str}
 
 
 @dataclass(frozen=True)
@@ -28,12 +40,22 @@ class ModelConfig:
     fsmn_lorder: int = 20  # MossFormer2 FSMN memory order (kernel 2*lorder-1)
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # values from JSON or YAML: "24", 24.0, true, null and lists are all refused
+            value = getattr(self, f.name)
+            if not isinstance(value, _KINDS[f.type]) or (isinstance(value, bool) and f.type != "bool"):
+                raise ValueError(f"model config: {f.name} must be {'a number' if f.type == 'float' else f.type}, "
+                                 f"got {str(value)[:40]!r} ({type(value).__name__})")
+            if f.type in ("int", "float"):  # numpy scalars become plain numbers (the config is saved as JSON)
+                object.__setattr__(self, f.name, int(value) if f.type == "int" else float(value))
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r} (known: {', '.join(ARCHITECTURES)})")
-        for name in ("sample_rate", "num_spks", "kernel_size", "stride", "encoder_dim", "d_model", "num_blocks",
-                     "group_size", "query_key_dim"):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"model config: {name} must be positive, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if not (0 < value <= limit):  # also false for NaN
+                span = f"1..{limit}" if isinstance(value, int) else f"(0, {limit}]"
+                raise ValueError(f"model config: {name} must be in {span}, got {value}")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"model config: dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % 2 or self.query_key_dim < self.rotary_dim:
             raise ValueError("model config: d_model must be even and query_key_dim >= rotary_dim")
 
