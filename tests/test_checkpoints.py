@@ -242,7 +242,7 @@ def test_native_round_trip(tmp_path, cfg):
     model = build_model(cfg).eval()
     path = tmp_path / "m.safetensors"
     save_native(model, path, {"scores": {"si_snri": 12.5}})
-    back, meta = load_native(path)
+    back, meta, _ = load_native(path)
     assert back.config == cfg and meta == {"scores": {"si_snri": 12.5}}
     assert same_output(model, back)
     loaded = load_checkpoint(path)
@@ -270,7 +270,7 @@ def test_native_file_is_opened_once(tmp_path, small2, monkeypatch):
     save_native(small2, path, {"k": 1})
     opened, real = [], native.safe_open
     monkeypatch.setattr(native, "safe_open", lambda *a, **kw: opened.append(a[0]) or real(*a, **kw))
-    model, meta = load_native(path)
+    model, meta, _ = load_native(path)
     assert opened == [str(path)] and meta == {"k": 1} and same_output(model, small2)
 
 

@@ -46,15 +46,15 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
     if not path.exists():
         raise MossepError(f"{path}: model not found")
     if is_native_file(path):
-        model, meta = load_native(path)
+        model, meta, notes = load_native(path)
         if sample_rate is not None and sample_rate != model.config.sample_rate:
             raise MossepError(f"{path}: model runs at {model.config.sample_rate} Hz; --model-rate {sample_rate} contradicts it")
-        return LoadedModel(model.eval(), "mossep", path, meta)
+        return LoadedModel(model.eval(), "mossep", path, meta, notes)
     if is_modelscope_dir(path):
-        model = load_modelscope(path)
+        model, notes = load_modelscope(path)
         if sample_rate is not None and sample_rate != 8000:
             raise MossepError(f"{path}: the official MossFormer model runs at 8000 Hz")
-        return LoadedModel(model.eval(), "modelscope", path, {}, ["official ModelScope MossFormer, 8000 Hz"])
+        return LoadedModel(model.eval(), "modelscope", path, {}, ["official ModelScope MossFormer, 8000 Hz", *notes])
     if is_clearvoice(path):
         model, notes = load_clearvoice(path, sample_rate)
         return LoadedModel(model.eval(), "clearvoice", path, {}, notes)

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from ..errors import MossepError
-from ..models import ModelConfig, build_model
+from ..models import ModelConfig
 from ..models.mossformer import Separator
-from .common import load_strict, torch_load_tensors
+from .common import build_checked, torch_load_tensors
 
 POINTER_FILES = ("last_best_checkpoint", "last_checkpoint")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -48,7 +48,8 @@ def resolve_weights(path: Path) -> tuple[Path, str | None]:
         return path, None
     for pointer in POINTER_FILES:
         if (path / pointer).is_file():
-            lines = (path / pointer).read_text(errors="replace").strip().splitlines()
+            with open(path / pointer, "rb") as f:  # a file name: the first 4 KB are plenty
+                lines = f.read(4096).decode(errors="replace").strip().splitlines()
             if not lines or not lines[0].strip():
                 raise MossepError(f"{path / pointer}: pointer file is empty (expected the weights file name)")
             weights = path / Path(lines[0].strip()).name
@@ -177,7 +178,6 @@ def load_clearvoice(path: str | Path, sample_rate: int | None = None) -> tuple[S
     state, container_notes = extract_state(torch_load_tensors(weights), str(weights))
     rate, rate_how = choose_sample_rate(path, weights, sample_rate)
     cfg = infer_config(state, rate, str(weights))
-    model = build_model(cfg)
-    load_strict(model, state, str(weights))
+    model, converted = build_checked(cfg, state, str(weights))
     where = f"ClearerVoice MossFormer2 checkpoint {weights.name}" + (f" (via {pointer})" if pointer else "")
-    return model, [f"sample rate {rate_how}", where + ", " + container_notes[0]]
+    return model, [f"sample rate {rate_how}", where + ", " + container_notes[0], *converted]

@@ -129,41 +129,49 @@ def _check_tensors(state: Mapping, where: str) -> None:
         raise MossepError(f"{where}: not a state dict of tensors")
 
 
-def check_config(cfg: ModelConfig, state: Mapping[str, torch.Tensor], where: str) -> list[str]:
-    """Check, before anything is allocated, that the model `cfg` describes has exactly the tensors in `state`
-    (names and shapes), that they are floating point where the model's are, and that they are finite.
+def meta_state(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The state dict of the model `cfg` describes, on the meta device: names, shapes and dtypes, no memory.
+    ModelConfig's bounds keep even the module objects this builds few."""
+    with torch.device("meta"):
+        return build_model(cfg).state_dict()
 
-    Returns notes for the user (weights stored in another float type and converted to float32);
-    raises MossepError naming `where` otherwise. Loading such a state then needs no more memory than the
-    tensors present. float16 and bfloat16 convert exactly and float64 rounds to the float32 mossep computes in;
-    integer, boolean, complex and 8-bit float tensors are refused, because weights quantized to them need
-    scales that no format mossep reads stores, so the values alone would give a wrong model.
+
+def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], where: str) -> list[str]:
+    """`state` must have exactly the names and shapes of `expected` (a meta_state or part of one), be floating
+    point where it is, and be finite. Returns notes on converted float types; raises MossepError naming `where`.
+
+    float16 and bfloat16 convert to the float32 mossep computes in exactly, float64 rounds to it; integer,
+    boolean, complex and 8-bit float tensors are refused, because weights quantized to them need scales that
+    no format mossep reads stores, so the values alone would give a wrong model.
     """
     _check_tensors(state, where)
-    with torch.device("meta"):  # shapes and dtypes only: no memory for the weights
-        expected = build_model(cfg).state_dict()
     problems = _mismatch(expected, state)
     if problems:
         raise MossepError(f"{where}: checkpoint does not match the model: {problems}")
     converted: dict[torch.dtype, list[str]] = {}
     for k, v in expected.items():
         got = state[k].dtype
-        if got == v.dtype:
-            pass
-        elif v.dtype == torch.float32 and got in UPCAST + ROUNDED:
+        if got != v.dtype:
+            if not (v.dtype == torch.float32 and got in UPCAST + ROUNDED):
+                raise MossepError(f"{where}: tensor {k} is {str(got).removeprefix('torch.')}, expected "
+                                  f"{str(v.dtype).removeprefix('torch.')} (quantized or integer weights are not "
+                                  "supported; float16, bfloat16 and float64 are converted to float32)")
             converted.setdefault(got, []).append(k)
-        else:
-            raise MossepError(f"{where}: tensor {k} is {str(got).removeprefix('torch.')}, expected "
-                              f"{str(v.dtype).removeprefix('torch.')} (quantized or integer weights are not "
-                              "supported; float16, bfloat16 and float64 are converted to float32)")
         if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
             raise MossepError(f"{where}: tensor {k} holds NaN or infinite values")
     notes = []
     for dtype, keys in converted.items():
-        name = str(dtype).removeprefix("torch.")
         how = "rounded to float32" if dtype in ROUNDED else "converted to float32 exactly"
-        notes.append(f"{len(keys)} of {len(expected)} tensors are stored as {name}, {how}")
+        notes.append(f"{len(keys)} of {len(expected)} tensors in {Path(where).name} are stored as "
+                     f"{str(dtype).removeprefix('torch.')}, {how}")
     return notes
+
+
+def check_config(cfg: ModelConfig, state: Mapping[str, torch.Tensor], where: str) -> list[str]:
+    """Before anything is allocated: the model `cfg` describes (built on the meta device) must have exactly the
+    tensors in `state` (see check_state). Loading that state then needs no more memory than its tensors.
+    Returns notes for the user; raises MossepError naming `where`."""
+    return check_state(meta_state(cfg), state, where)
 
 
 def build_checked(cfg: ModelConfig, state: Mapping[str, torch.Tensor], where: str) -> tuple[nn.Module, list[str]]:

@@ -95,7 +95,7 @@ def convert(src: str | Path, out: str | Path, sample_rate: int | None = None, ov
     }
     with atomic_path(out) as tmp:
         save_native(loaded.model, tmp, metadata)
-        converted, _ = load_native(tmp)
+        converted, _, _ = load_native(tmp)
         diff = output_difference(loaded.model, converted)
         if not diff <= VERIFY_TOLERANCE:
             raise MossepError(f"{out}: converted model differs from {loaded.path} (max error {diff:.3g} of the "

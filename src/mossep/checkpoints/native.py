@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 from ..errors import MossepError, reason
 from ..fsutil import atomic_path
-from ..models import ModelConfig, build_model
+from ..models import ModelConfig
 from ..models.mossformer import Separator
-from .common import load_strict
+from .common import build_checked, json_type
 
 FORMAT = "mossep"
 FORMAT_VERSION = "1"
@@ -57,8 +57,21 @@ def save_native(model: Separator, path: Path, metadata: dict[str, Any] | None = 
         save_file(state, str(tmp), metadata=header)
 
 
-def load_native(path: Path) -> tuple[Separator, dict[str, Any]]:
-    """Header and tensors come from one opening of the file (safe_open maps it once)."""
+def _header_json(header: dict[str, str], key: str, default: str, path: Path) -> dict:
+    """A header entry that must hold a JSON object."""
+    try:
+        value = json.loads(header.get(key, default))
+    except (ValueError, RecursionError) as e:
+        raise MossepError(f"{path}: bad checkpoint header ({key} is not valid JSON: {reason(e)})") from None
+    if not isinstance(value, dict):
+        raise MossepError(f"{path}: bad checkpoint header ({key} must be a JSON object, got a JSON {json_type(value)})")
+    return value
+
+
+def load_native(path: Path) -> tuple[Separator, dict[str, Any], list[str]]:
+    """(model, metadata, notes). Header and tensors come from one opening of the file (safe_open maps it once;
+    safetensors itself refuses a header longer than 100 MB or tensors outside the file). The header's config
+    is checked against the tensors before the model is built."""
     path = Path(path)
     if not path.is_file():
         raise MossepError(f"{path}: checkpoint file is missing")
@@ -70,19 +83,26 @@ def load_native(path: Path) -> tuple[Separator, dict[str, Any]]:
     with opened as f:
         if header.get("format") != FORMAT:
             raise MossepError(f"{path}: safetensors file is not a mossep checkpoint (no 'format: mossep' header)")
+        if header.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise MossepError(f"{path}: checkpoint format version {header['format_version'][:20]!r} is not "
+                              f"supported (this mossep reads version {FORMAT_VERSION})")
+        if "config" not in header:
+            raise MossepError(f"{path}: bad checkpoint header (no config)")
+        config = _header_json(header, "config", "", path)
+        aliases = _header_json(header, "aliases", "{}", path)
+        metadata = _header_json(header, "metadata", "{}", path)
         try:
-            cfg = ModelConfig.from_dict(json.loads(header["config"]))
-            aliases = json.loads(header.get("aliases", "{}"))
-            metadata = json.loads(header.get("metadata", "{}"))
-        except Exception as e:
-            raise MossepError(f"{path}: bad checkpoint header ({e})") from None
+            cfg = ModelConfig.from_dict(config)
+        except (TypeError, ValueError) as e:
+            raise MossepError(f"{path}: bad checkpoint header ({reason(e)})") from None
         try:
             state = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:
             raise MossepError(f"{path}: cannot read tensors ({reason(e)})") from None
     for alias, stored in aliases.items():
-        if stored in state:
-            state[alias] = state[stored]
-    model = build_model(cfg)
-    load_strict(model, state, str(path))
-    return model, metadata
+        if not isinstance(stored, str) or stored not in state or alias in state:
+            raise MossepError(f"{path}: bad checkpoint header (alias {str(alias)[:80]!r} -> {str(stored)[:80]!r} "
+                              "does not name one stored tensor)")
+        state[alias] = state[stored]
+    model, notes = build_checked(cfg, state, str(path))
+    return model, metadata, notes
