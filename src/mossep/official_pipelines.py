@@ -3,14 +3,17 @@
 They exist so that mossep can be checked against the conformance kits end to end, and so that a user
 can ask for output that matches an official tool. mossep's own separation path lives elsewhere.
 
-- ModelScope MossFormer (8 kHz): one forward pass; every speaker peak-normalised to 0.5 and truncated
-  to int16 (`modelscope_pcm16`).
+- ModelScope MossFormer and MossFormer2 (8 kHz): one forward pass; every speaker peak-normalised to 0.5 and
+  truncated to int16 (`modelscope_pcm16`).
+- MossFormer2 standalone `inference()` (Hugging Face models): one forward pass; every speaker divided by its own
+  peak (`standalone_inference`), written as float.
 - ClearerVoice MossFormer2 separation, two variants sharing the windowing (`padded_length`,
   `windowed_separate`):
   - training-side decode (`train_decode`): joint peak normalisation over both speakers;
   - ClearVoice package (`audio_norm` + `clearvoice_decode`): per-speaker RMS matched to the input.
 
 Arrays: mixture [T]; separated [C, T]. `model` maps a float32 tensor [1, T] to [1, C, T].
+`for_checkpoint` picks the one that belongs to a checkpoint format (mossep's `--raw`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 Separate = Callable[[torch.Tensor], torch.Tensor]
+Pipeline = Callable[[Separate, np.ndarray], np.ndarray]  # (model, mixture [T]) -> separated [C, T]
 
 TARGET_LEVEL_DB = -25.0
 
@@ -27,11 +31,39 @@ TARGET_LEVEL_DB = -25.0
 # ---------------------------------------------------------------- ModelScope MossFormer
 
 
+def one_pass(model: Separate, mixture: np.ndarray) -> np.ndarray:
+    """The network's output for the whole mixture in one forward pass, as the official pipelines run it:
+    [T] -> float32 [C, T]."""
+    x = torch.from_numpy(np.asarray(mixture, dtype=np.float32).reshape(1, -1))
+    with torch.no_grad():
+        return np.asarray(model(x)[0].cpu().numpy(), dtype=np.float32)
+
+
+def _row_peaks(y: np.ndarray) -> np.ndarray:
+    """Each row's peak, as a divisor; a silent row keeps its zeros (the official code would divide by zero)."""
+    peak = np.abs(y).max(axis=-1, keepdims=True)
+    return np.where(peak > 0, peak, np.float32(1))
+
+
 def modelscope_pcm16(separated: np.ndarray) -> np.ndarray:
     """[C, T] float -> int16 [C, T]: each row scaled to peak 0.5, times 32768, truncated toward zero."""
     y = np.asarray(separated, dtype=np.float32)
-    peak = np.abs(y).max(axis=-1, keepdims=True)
-    return (y / peak * 0.5 * 32768).astype(np.int16)
+    return (y / _row_peaks(y) * 0.5 * 32768).astype(np.int16)
+
+
+def modelscope_pipeline(model: Separate, mixture: np.ndarray) -> np.ndarray:
+    """The ModelScope separation pipeline (MossFormer and MossFormer2): its int16 output, as float (q / 32768,
+    which a 16-bit file stores exactly). [T] -> float32 [C, T]."""
+    return modelscope_pcm16(one_pass(model, mixture)).astype(np.float32) / np.float32(32768)
+
+
+# ---------------------------------------------------------------- MossFormer2 standalone (Hugging Face)
+
+
+def standalone_inference(model: Separate, mixture: np.ndarray) -> np.ndarray:
+    """Mossformer2Wrapper.inference(): one pass, each speaker divided by its own peak (float32). [T] -> [C, T]."""
+    y = one_pass(model, mixture)
+    return y / _row_peaks(y)
 
 
 # ---------------------------------------------------------------- ClearerVoice MossFormer2
@@ -126,3 +158,35 @@ def clearvoice_decode(model: Separate, mixture: np.ndarray, sample_rate: int, de
     rms_in = np.sqrt(np.mean(mixture**2))
     rms_out = np.sqrt(np.mean(out**2, axis=-1, keepdims=True))
     return (out / rms_out * rms_in)[:, : len(mixture)].astype(np.float32)
+
+
+# ---------------------------------------------------------------- per checkpoint format
+
+CLEARVOICE_16K = {"decode_window": 2, "one_time_decode_length": 2}  # the ClearVoice package's MossFormer2_SS_16K
+CLEARERVOICE_TRAIN = {"decode_window": 1, "one_time_decode_length": 60}  # the published 8 kHz inference config
+
+
+def clearvoice_pipeline(sample_rate: int) -> Pipeline:
+    """ClearerVoice MossFormer2: at 16 kHz the ClearVoice package (audio_norm, then its decode); at other rates
+    (8 kHz has no package model) the training-side decode with the published inference settings."""
+    if sample_rate == 16000:
+        def package(model: Separate, mixture: np.ndarray) -> np.ndarray:
+            normed, _ = audio_norm(mixture)  # not undone for separation outputs
+            return clearvoice_decode(model, normed, sample_rate, **CLEARVOICE_16K)
+        return package
+
+    def training_side(model: Separate, mixture: np.ndarray) -> np.ndarray:
+        return train_decode(model, mixture, sample_rate, **CLEARERVOICE_TRAIN)
+    return training_side
+
+
+def for_checkpoint(source: str, sample_rate: int) -> Pipeline:
+    """The official pipeline of a checkpoint format (LoadedModel.source, or a converted file's recorded
+    source_format); mossep's own checkpoints have none, so theirs is the plain network output."""
+    if source in ("modelscope", "modelscope2"):
+        return modelscope_pipeline
+    if source == "standalone":
+        return standalone_inference
+    if source == "clearvoice":
+        return clearvoice_pipeline(sample_rate)
+    return one_pass

@@ -1,5 +1,5 @@
-"""Load any checkpoint mossep knows: its own file, an official ModelScope MossFormer directory,
-or a ClearerVoice MossFormer2 file/directory."""
+"""Load any checkpoint mossep knows: its own file, an official ModelScope MossFormer or MossFormer2
+directory, a MossFormer2 standalone (Hugging Face) folder, or a ClearerVoice MossFormer2 file/directory."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +10,9 @@ from ..errors import MossepError
 from ..models.mossformer import Separator
 from .clearvoice import is_clearvoice, load_clearvoice
 from .modelscope import is_modelscope_dir, load_modelscope
+from .modelscope2 import is_modelscope2, load_modelscope2
 from .native import is_native_file, load_native, save_native
+from .standalone import is_standalone, load_standalone
 
 __all__ = ["LoadedModel", "load_checkpoint", "save_native", "default_model_path"]
 
@@ -18,7 +20,7 @@ __all__ = ["LoadedModel", "load_checkpoint", "save_native", "default_model_path"
 @dataclass
 class LoadedModel:
     model: Separator
-    source: str  # "mossep", "modelscope", "clearvoice"
+    source: str  # "mossep", "modelscope", "modelscope2", "standalone", "clearvoice"
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. how the sample rate was chosen
@@ -50,6 +52,12 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
         if sample_rate is not None and sample_rate != model.config.sample_rate:
             raise MossepError(f"{path}: model runs at {model.config.sample_rate} Hz; --model-rate {sample_rate} contradicts it")
         return LoadedModel(model.eval(), "mossep", path, meta, notes)
+    if is_standalone(path):  # before ClearerVoice, which takes any .bin/.ckpt file
+        model, conf, notes = load_standalone(path, sample_rate)
+        return LoadedModel(model.eval(), "standalone", path, {"source_config": conf}, notes)
+    if is_modelscope2(path):  # before ModelScope MossFormer: both folders hold configuration.json
+        model, conf, notes = load_modelscope2(path, sample_rate)
+        return LoadedModel(model.eval(), "modelscope2", path, {"source_config": conf}, notes)
     if is_modelscope_dir(path):
         model, notes = load_modelscope(path)
         if sample_rate is not None and sample_rate != 8000:
@@ -60,5 +68,6 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
         return LoadedModel(model.eval(), "clearvoice", path, {}, notes)
     if path.is_dir():
         raise MossepError(f"{path}: directory is not a known model layout (expected configuration.json + encoder.bin, "
-                          "decoder.bin, masknet.bin, or a ClearerVoice checkpoint folder)")
+                          "decoder.bin, masknet.bin; configuration.json + pytorch_model.pt; config.json + "
+                          "pytorch_model.bin; or a ClearerVoice checkpoint folder)")
     raise MossepError(f"{path}: not a known checkpoint format (.safetensors from mossep, or a ClearerVoice .pt)")

@@ -103,22 +103,31 @@ def extract_state(obj: object, where: str) -> tuple[dict[str, torch.Tensor], lis
         notes.append("bare state dict")
     else:
         raise MossepError(f"{where}: not a checkpoint dictionary (got {type(obj).__name__})")
+    return rename_keys(state, PREFIX_MAP, where, strip_module=True), notes
+
+
+def rename_keys(state: Mapping, prefix_map: tuple[tuple[str, str], ...], where: str,
+                strip_module: bool = False) -> dict[str, torch.Tensor]:
+    """Official state-dict names -> mossep's: the first matching (official prefix, mossep prefix) pair of
+    `prefix_map` is replaced (list longer prefixes first); a key that matches none is an error. strip_module:
+    first remove DistributedDataParallel's `module.` prefix."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise MossepError(f"{where}: state dict entry {key!r} is not a tensor")
-        name = key.removeprefix("module.")
-        for official, ours in PREFIX_MAP:
+        name = key.removeprefix("module.") if strip_module else key
+        for official, ours in prefix_map:
             if name.startswith(official):
                 name = ours + name[len(official):]
                 break
         else:
-            raise MossepError(f"{where}: unexpected key {key!r} (MossFormer2 keys start with "
-                              f"{', '.join(o for o, _ in PREFIX_MAP)} optionally after 'module.')")
+            starts = ", ".join(dict.fromkeys(o.split(".")[0] + "." for o, _ in prefix_map))
+            raise MossepError(f"{where}: unexpected key {key!r} (MossFormer2 keys start with {starts}"
+                              + (" optionally after 'module.')" if strip_module else ")"))
         if name in out:
             raise MossepError(f"{where}: key {key!r} appears both with and without the 'module.' prefix")
         out[name] = value
-    return out, notes
+    return out
 
 
 def official_name(name: str) -> str:
@@ -164,6 +173,15 @@ def infer_config(state: Mapping[str, torch.Tensor], sample_rate: int, where: str
         )
     except ValueError as e:
         raise MossepError(f"{where}: inconsistent tensor shapes ({e})") from None
+
+
+def check_declared(declared: ModelConfig, found: ModelConfig, where: str, names: Mapping[str, str]) -> None:
+    """A configuration file's values must equal what the tensor shapes say (`found`, from infer_config).
+    names: ModelConfig field -> the configuration file's key, for the fields to compare."""
+    for field_name, key in names.items():
+        want, got = getattr(declared, field_name), getattr(found, field_name)
+        if want != got:
+            raise MossepError(f"{where}: the configuration says {key} = {want} but the weights have {got}")
 
 
 def load_clearvoice(path: str | Path, sample_rate: int | None = None) -> tuple[Separator, list[str]]:

@@ -17,6 +17,8 @@ from .native import SUFFIX, load_native, save_native
 FORMAT_NAMES = {
     "mossep": "mossep (.safetensors)",
     "modelscope": "ModelScope MossFormer directory",
+    "modelscope2": "ModelScope MossFormer2 directory",
+    "standalone": "MossFormer2 standalone folder (Hugging Face alibabasglab/mossformer2-*)",
     "clearvoice": "ClearerVoice MossFormer2 checkpoint",
 }
 VERIFY_TOLERANCE = 1e-5  # max |converted - source| / rms(source); a faithful copy gives 0
@@ -28,6 +30,10 @@ def sample_rate_origin(loaded: LoadedModel) -> str:
         return loaded.notes[0].removeprefix("sample rate ")  # load_clearvoice puts this note first
     if loaded.source == "modelscope":
         return "fixed: the official ModelScope MossFormer is an 8000 Hz model"
+    if loaded.source == "modelscope2":
+        return "fixed: the official ModelScope MossFormer2 pipeline accepts only 8000 Hz"
+    if loaded.source == "standalone":
+        return "from config.json"
     origin = loaded.metadata.get("sample_rate_source")
     return "stored in the checkpoint" + (f" (at conversion: {origin})" if origin else "")
 
@@ -90,6 +96,8 @@ def convert(src: str | Path, out: str | Path, sample_rate: int | None = None, ov
         "source_path": loaded.path.name,
         "sample_rate": loaded.config.sample_rate,
         "sample_rate_source": sample_rate_origin(loaded),
+        "num_spks": loaded.config.num_spks,
+        "mask_encoder": loaded.config.mask_encoder,
         "source_notes": loaded.notes,
         "converted_by": f"mossep {__version__}",
     }

@@ -38,6 +38,9 @@ class ModelConfig:
     decoder_bias: bool = False
     fsmn_dim: int = 256  # MossFormer2 gated FSMN inner width
     fsmn_lorder: int = 20  # MossFormer2 FSMN memory order (kernel 2*lorder-1)
+    # decoder input: encoder output times each mask (True), or the mask net's output itself (False, as in the
+    # published MossFormer2 WHAMR! model)
+    mask_encoder: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):  # values from JSON or YAML: "24", 24.0, true, null and lists are all refused
