@@ -9,7 +9,6 @@ they are scaled down together if they would clip, converted to the requested for
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import sys
@@ -23,7 +22,7 @@ import soundfile as sf
 import soxr
 
 from .errors import MossepError
-from .fsutil import atomic_paths, check_writable
+from .fsutil import atomic_paths, check_writable, disk_full, os_error_text
 
 STDIN = "-"
 BLOCK_FRAMES = 1 << 16
@@ -41,10 +40,10 @@ class InputAudio:
     sample_rate: int
     channels: int
     frames: int
-    source: str | io.BytesIO  # a path, or stdin's bytes
+    source: str | BinaryIO  # a path, or stdin spooled to an anonymous temporary file
 
     def open(self) -> sf.SoundFile:
-        if isinstance(self.source, io.BytesIO):
+        if not isinstance(self.source, str):
             self.source.seek(0)
         return sf.SoundFile(self.source)
 
@@ -59,11 +58,35 @@ def _sf_reason(e: Exception) -> str:
     return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg
 
 
+def spool(stream: BinaryIO, name: str = "<stdin>") -> BinaryIO:
+    """Copy a stream, block by block, to an anonymous temporary file (it has no name, so nothing is left
+    behind even by a killed process) and return it at position 0: libsndfile needs to seek, and memory
+    must not grow with the length of the recording."""
+    try:
+        tmp = tempfile.TemporaryFile()
+    except OSError as e:
+        raise MossepError(f"{name}: cannot buffer the stream in {tempfile.gettempdir()} ({os_error_text(e)})") from None
+    try:
+        shutil.copyfileobj(stream, tmp, BLOCK_FRAMES * 16)
+        tmp.seek(0)
+    except OSError as e:
+        tmp.close()
+        where = f"buffering it in {tempfile.gettempdir()}: " if e.errno is not None else ""
+        raise MossepError(f"{name}: cannot read the stream ({where}{os_error_text(e)})") from None
+    except BaseException:
+        tmp.close()
+        raise
+    return tmp
+
+
 def open_input(path: str | Path, stdin: BinaryIO | None = None) -> InputAudio:
-    """Check that `path` is a readable, non-empty audio file and read its header ("-": read stdin fully)."""
+    """Check that `path` is a readable, non-empty audio file and read its header ("-": stdin, spooled to an
+    anonymous temporary file so that memory does not grow with its length)."""
     if str(path) == STDIN:
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        data = io.BytesIO(stream.read())
+        stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+        if stream is None or getattr(stream, "closed", False):
+            raise MossepError("<stdin>: standard input is closed")
+        data = spool(stream)
         name, stem, source = "<stdin>", "stdin", data
     else:
         p = Path(path)
@@ -73,7 +96,7 @@ def open_input(path: str | Path, stdin: BinaryIO | None = None) -> InputAudio:
         if p.is_dir():
             raise MossepError(f"{p}: is a directory, not an audio file")
     try:
-        if isinstance(source, io.BytesIO) and not source.getbuffer().nbytes:
+        if not isinstance(source, str) and not os.fstat(source.fileno()).st_size:
             raise MossepError(f"{name}: no data on standard input")
         with sf.SoundFile(source) as f:
             info = (f.samplerate, f.channels, f.frames)
@@ -217,9 +240,11 @@ class SpeakerSink:
     def __init__(self, num_spks: int, tmp_dir: Path | None, expected: int | None = None):
         self.C = num_spks
         self.expected = expected
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".mossep-", suffix=".part")
-        self.tmp = Path(name)
-        self.file = os.fdopen(fd, "w+b")
+        self.where = Path(tmp_dir if tmp_dir is not None else tempfile.gettempdir())
+        try:  # anonymous (no name on disk), so even a SIGKILL leaves nothing behind
+            self.file = tempfile.TemporaryFile(dir=tmp_dir, prefix=".mossep-", suffix=".part")
+        except OSError as e:
+            raise MossepError(f"{self.where}: cannot write there ({os_error_text(e)})") from None
         self.frames = 0
         self.peak = 0.0
 
@@ -231,17 +256,24 @@ class SpeakerSink:
 
     def close(self) -> None:
         if not self.file.closed:
-            self.file.close()
-        self.tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a full disk may refuse the last flush; the file goes anyway
+                self.file.close()
 
     def write(self, block: np.ndarray) -> None:
-        """Append block [C, t]; anything past `expected` frames is dropped."""
+        """Append block [C, t]; anything past `expected` frames is dropped. A non-finite sample is refused
+        (MossepError): no output ever holds NaN or infinity."""
         frames = np.ascontiguousarray(np.asarray(block, dtype=np.float32).T)
         if self.expected is not None:
             frames = frames[: max(self.expected - self.frames, 0)]
         if len(frames):
             self.peak = max(self.peak, float(np.abs(frames).max()))
-            self.file.write(frames.tobytes())
+            try:
+                self.file.write(frames.tobytes())
+            except OSError as e:
+                raise MossepError(f"{self.where}: cannot write ({os_error_text(e)})") from None
+            if not np.all(np.isfinite(frames)):
+                raise MossepError("the separated speakers contain NaN or infinite samples (a broken checkpoint, "
+                                  "or input the model cannot handle); nothing was written")
             self.frames += len(frames)
 
     def pad_to_expected(self) -> None:
@@ -250,7 +282,10 @@ class SpeakerSink:
 
     def blocks(self, gain: float, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """The stored frames [t, C], times `gain`."""
-        self.file.flush()
+        try:
+            self.file.flush()
+        except OSError as e:
+            raise MossepError(f"{self.where}: cannot write ({os_error_text(e)})") from None
         self.file.seek(0)
         while True:
             raw = self.file.read(block_frames * self.C * 4)
@@ -272,17 +307,25 @@ class SpeakerSink:
         self.pad_to_expected()
         major = check_output_format(fmt, subtype)
         gain = self._gain(name, note)
-        with contextlib.ExitStack() as stack:
-            try:
-                tmps = stack.enter_context(atomic_paths(paths, overwrite=overwrite))
-            except FileExistsError as e:
-                raise MossepError(f"{e}: already exists (use --overwrite)") from None
-            outs = [stack.enter_context(sf.SoundFile(str(t), "w", rate, 1, subtype, format=major)) for t in tmps]
-            for block in self.blocks(gain):
-                for k, out in enumerate(outs):
-                    out.write(block[:, k])
-            for out in outs:
-                out.close()
+        folder = paths[0].parent
+        try:
+            with contextlib.ExitStack() as stack:
+                try:
+                    tmps = stack.enter_context(atomic_paths(paths, overwrite=overwrite))
+                except FileExistsError as e:
+                    raise MossepError(f"{e}: already exists (use --overwrite)") from None
+                outs = [stack.enter_context(sf.SoundFile(str(t), "w", rate, 1, subtype, format=major)) for t in tmps]
+                for block in self.blocks(gain):
+                    for k, out in enumerate(outs):
+                        out.write(block[:, k])
+                for out in outs:
+                    out.close()
+        except OSError as e:
+            raise MossepError(f"{name}: cannot write outputs in {folder} ({os_error_text(e)}); none were "
+                              "written") from None
+        except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile says only "System error" for a full disk
+            cause = "disk full (no space left on device)" if disk_full(folder) else _sf_reason(e)
+            raise MossepError(f"{name}: cannot write outputs in {folder} ({cause}); none were written") from None
 
     def commit_stream(self, stream: BinaryIO, rate: int, subtype: str, name: str,
                       note: Callable[[str], None] | None = None) -> None:
@@ -290,14 +333,24 @@ class SpeakerSink:
         self.pad_to_expected()
         check_output_format("wav", subtype)
         gain = self._gain(name, note)
-        fd, wav = tempfile.mkstemp(prefix=".mossep-", suffix=".wav.part")
-        os.close(fd)
-        try:
-            with sf.SoundFile(wav, "w", rate, self.C, subtype, format="WAV") as out:
-                for block in self.blocks(gain):
-                    out.write(block)
-            with open(wav, "rb") as f:
-                shutil.copyfileobj(f, stream)
-            stream.flush()
-        finally:
-            os.unlink(wav)
+        try:  # anonymous, like the sink's own file; libsndfile writes the header's sizes by seeking back
+            wav = tempfile.TemporaryFile(prefix=".mossep-", suffix=".wav.part")
+        except OSError as e:
+            raise MossepError(f"{tempfile.gettempdir()}: cannot write there ({os_error_text(e)})") from None
+        with wav:
+            try:
+                with sf.SoundFile(wav, "w", rate, self.C, subtype, format="WAV") as out:
+                    for block in self.blocks(gain):
+                        out.write(block)
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                where = tempfile.gettempdir()
+                cause = ("disk full (no space left on device)" if disk_full(where) else
+                         os_error_text(e) if isinstance(e, OSError) else _sf_reason(e))
+                raise MossepError(f"{name}: cannot write the output WAV in {where} ({cause})") from None
+            wav.seek(0)
+            try:
+                shutil.copyfileobj(wav, stream)
+                stream.flush()
+            except (OSError, ValueError) as e:  # ValueError: the stream was closed
+                cause = os_error_text(e) if isinstance(e, OSError) else "it is closed"
+                raise MossepError(f"{name}: cannot write to the output stream ({cause})") from None

@@ -26,6 +26,7 @@ from . import augment as aug
 from . import dynamic_mix as dm
 from . import train_data as td
 from .checkpoints import load_checkpoint, save_native
+from .checkpoints.common import torch_load_tensors
 from .errors import MossepError, reason
 from .fsutil import atomic_path
 from .metrics import best_permutation, pit_si_snr_loss, si_snr
@@ -306,18 +307,20 @@ class Trainer:
         path = Path(path) if path else self.out / "last.pt"
         if not path.is_file():
             raise MossepError(f"{path}: no training state to resume from")
-        try:
-            st = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise MossepError(f"{path}: cannot read training state ({reason(e)})") from None
-        if st.get("model_config") != self.mcfg.to_dict():
+        st = torch_load_tensors(path)  # weights_only: a pickle that asks for code is refused, never run
+        if not isinstance(st, dict) or "model_config" not in st:
+            raise MossepError(f"{path}: not a mossep training state (no model_config)")
+        if st["model_config"] != self.mcfg.to_dict():
             raise MossepError(f"{path}: saved model configuration differs from this run's")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.step, self.lr_scale, self.best = int(st["step"]), float(st["lr_scale"]), float(st["best"])
-        self.bad_validations, self.train_seconds = int(st["bad_validations"]), float(st["train_seconds"])
-        self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
-        self.history = list(st.get("history", []))
+        try:
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            self.step, self.lr_scale, self.best = int(st["step"]), float(st["lr_scale"]), float(st["best"])
+            self.bad_validations, self.train_seconds = int(st["bad_validations"]), float(st["train_seconds"])
+            self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
+            self.history = list(st.get("history", []))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise MossepError(f"{path}: training state is incomplete or damaged ({reason(e)})") from None
 
     def metadata(self, scores: dict[str, float]) -> dict[str, Any]:
         cfg = self.cfg
