@@ -21,6 +21,7 @@ import numpy as np
 
 from .audio import check_finite
 from .errors import MossepError, reason
+from .fsutil import os_error_text
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MIX_DIRS = ("mix_clean", "mix_both", "mix_single")  # in order of preference
@@ -150,7 +151,7 @@ def manifest_items(path: str | Path) -> list[Item]:
     """Items of a CSV manifest with a `mix,s1,s2[,...]` header (optional `id`); paths relative to the CSV."""
     path = Path(path)
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is no header
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             rows = list(reader)
@@ -163,6 +164,8 @@ def manifest_items(path: str | Path) -> list[Item]:
         raise MossepError(f"{path}: manifest needs a header with mix,s1,s2 columns (found: {','.join(header) or 'none'})")
     items, seen = [], set()
     for line, raw in enumerate(rows, start=2):
+        if None in raw:  # DictReader puts the cells past the header under None
+            raise MossepError(f"{path}:{line}: more cells than the header has columns ({len(header)})")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not any(row.values()):
             continue
@@ -171,14 +174,28 @@ def manifest_items(path: str | Path) -> list[Item]:
             raise MossepError(f"{path}:{line}: empty mix or source path")
         mix, *sources = [(path.parent / c) for c in cells]
         for p in (mix, *sources):
-            if not p.is_file():
-                raise MossepError(f"{path}:{line}: {p} does not exist")
+            _check_listed_file(p, f"{path}:{line}")
+        if len({p.resolve() for p in (mix, *sources)}) < len(cells):
+            raise MossepError(f"{path}:{line}: names the same file twice (a mixture and its references are "
+                              "different files)")
         item_id = row.get("id") or mix.stem
         if item_id in seen:
             raise MossepError(f"{path}:{line}: duplicate item id {item_id!r}")
         seen.add(item_id)
         items.append(Item(mix, sources, item_id))
     return items
+
+
+def _check_listed_file(p: Path, where: str) -> None:
+    """A file named by a manifest must be a regular file; the message says what it is instead."""
+    try:
+        if p.is_file():
+            return
+        what = ("is a directory, not an audio file" if p.is_dir() else
+                "is not a regular file" if p.exists() else "does not exist")
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system
+        what = f"cannot be accessed ({os_error_text(e) if isinstance(e, OSError) else e})"
+    raise MossepError(f"{where}: {p} {what}")
 
 
 # ---------------------------------------------------------------- detection
@@ -191,6 +208,9 @@ def detect_layout(path: str | Path) -> str:
         if path.suffix.lower() == ".csv":
             return "manifest"
         raise MossepError(f"{path}: a dataset is a folder or a .csv manifest")
+    if not path.is_dir():
+        raise MossepError(f"{path}: a dataset is a folder or a .csv manifest (this is neither a regular file "
+                          "nor a folder)")
     if _librimix_root(path) is not None:
         return "librimix"
     if any(_MIX_RE.match(p.stem) for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):

@@ -259,6 +259,7 @@ def write_csv(report: EvalReport, path: str | Path, overwrite: bool = False) -> 
 def check_writable(path: str | Path, overwrite: bool) -> None:
     """Fail early (before a long run) if `path` exists without overwrite or its folder is missing."""
     path = Path(path)
+    fsutil.check_output_file(path)  # not a folder (even with --overwrite), a name the file system allows
     if path.exists() and not overwrite:
         raise MossepError(f"{path}: already exists (use --overwrite to replace it)")
     if not path.parent.is_dir():

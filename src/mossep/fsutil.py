@@ -1,10 +1,21 @@
-"""Atomic file creation: write to a temporary name in the target folder, rename when complete."""
+"""Atomic file creation: write to a temporary name in the target folder, rename when complete.
+
+Also what keeps several processes and killed runs from harming each other's files: temporary files are held
+under an OS lock (flock) while in use, so a later run can tell a dead run's leftovers (removed by
+remove_stale_temps) from a live one's; `claimed` gives one process at a time a piece of work; and
+check_output_file / os_error_text turn file-system limits into one-line causes ("disk full", "name too long").
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import glob
+import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -17,13 +28,154 @@ def _umask() -> int:
     return mask
 
 
+NAME_MAX = 255  # bytes in one file name, where the file system does not say
+TEMP_NAME_ROOM = 40  # a temporary name's prefix keeps at most NAME_MAX - this many bytes of the target's name
+STALE_SECONDS = 1.0  # a temporary file younger than this is never taken for a leftover (see remove_stale_temps)
+
+
+def os_error_text(e: OSError) -> str:
+    """The cause of a failed file operation in words a user acts on: "disk full (...)", "name too long", ..."""
+    if e.errno == errno.ENOSPC:
+        return "disk full (no space left on device)"
+    if e.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    if e.errno == errno.ENAMETOOLONG:
+        return "name too long"
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    return e.strerror or str(e)
+
+
+def disk_full(folder: str | Path) -> bool:
+    """Whether the file system holding `folder` has (next to) no room left: what a library that reports only
+    "System error" most likely ran into."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 16)
+
+
+def _name_max(folder: Path) -> int:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def check_output_file(path: str | Path) -> None:
+    """A MossepError naming the cause unless `path` can become a file: not an existing folder, and a name the
+    file system allows. Checked for every output before long work whose result goes there."""
+    path = Path(path)
+    if len(os.fsencode(path.name)) > _name_max(path.parent):
+        raise MossepError(f"{path}: name too long ({len(os.fsencode(path.name))} bytes; the file system allows "
+                          f"{_name_max(path.parent)})")
+    if path.is_dir():
+        raise MossepError(f"{path}: is a directory, so the output cannot be written there")
+    if path.exists() and not path.is_file():
+        raise MossepError(f"{path}: exists and is not a regular file")
+
+
+def _temp_prefix(path: Path) -> str:
+    """Prefix of the temporary names next to `path`: `.{name}.`, the name shortened so that the temporary
+    name fits where the final one does."""
+    name = path.name
+    while len(os.fsencode(name)) > NAME_MAX - TEMP_NAME_ROOM:
+        name = name[:-1]
+    return f".{name}."
+
+
+# Temporary files are held under an exclusive flock from creation until they are renamed or removed (the
+# descriptor is kept open for that); a lock dies with its process, so a .part file nobody holds is a leftover.
+_held: dict[Path, int] = {}
+
+
 def _temp_next_to(path: Path) -> Path:
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".part")
     except OSError as e:
-        raise MossepError(f"{path}: cannot write there ({e.strerror or e})") from None
-    os.close(fd)
+        raise MossepError(f"{path}: cannot write there ({os_error_text(e)})") from None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _held[Path(tmp)] = fd
     return Path(tmp)
+
+
+def _release(tmp: Path) -> None:
+    """Remove a temporary file of this process (if still there) and drop its lock."""
+    tmp.unlink(missing_ok=True)
+    fd = _held.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+    fd = _held.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_stale_temps(folder: str | Path, names: Iterable[str] = ()) -> list[Path]:
+    """Remove what killed runs left in `folder`: `.mossep-*.part` files, and the temporary files of the
+    outputs `names`, that no live process holds (see _temp_next_to) and that are older than STALE_SECONDS.
+    Returns the removed paths."""
+    folder = Path(folder)
+    patterns = [".mossep-*.part"] + [glob.escape(_temp_prefix(folder / n)) + "*.part" for n in names]
+    removed = []
+    now = time.time()
+    for p in sorted({p for pat in patterns for p in folder.glob(pat)}):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if now - st.st_mtime < STALE_SECONDS or not os.path.samestat(st, os.lstat(p)):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(p)
+            removed.append(p)
+        except OSError:  # held by a live process, or gone meanwhile
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def claimed(folder: str | Path, key: str) -> Iterator[bool]:
+    """Claim the piece of work `key` among processes sharing `folder` (e.g. an output set, for concurrent batch
+    runs): yields True while this process holds the claim, False (holding nothing) when another live process
+    does. The claim is an flock on a hidden file in `folder`, so it dies with its process and a killed run
+    never blocks a later one; the file is removed on release."""
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    path = Path(folder) / f".mossep-claim-{digest}"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise MossepError(f"{folder}: cannot write there ({os_error_text(e)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            yield False
+            return
+        try:  # the previous holder may have removed the file between our open and flock: then lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -39,9 +191,9 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        _replace(tmp_path, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        _release(tmp_path)
 
 
 # Several files renamed into place one by one (atomic_paths) are not one atomic step: a process killed
@@ -50,7 +202,7 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 def _journal(paths: list[Path]) -> Path:
-    return paths[0].parent / f".{paths[0].name}.commit"
+    return paths[0].parent / f"{_temp_prefix(paths[0])}commit"
 
 
 def _identity(path: Path) -> list[int]:
@@ -71,7 +223,7 @@ def _read_journal(paths: list[Path]) -> tuple[dict[Path, list[int]], list[Path]]
         temps = [p.parent / str(found[p][3]) for p in paths]
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
-    ours = [t for t, p in zip(temps, paths) if t.parent == p.parent and t.name.startswith(f".{p.name}.")
+    ours = [t for t, p in zip(temps, paths) if t.parent == p.parent and t.name.startswith(_temp_prefix(p))
             and t.name.endswith(".part")]
     return {p: v[:3] for p, v in found.items()}, ours
 
@@ -107,6 +259,8 @@ def atomic_paths(paths: Iterable[str | Path], overwrite: bool = True) -> Iterato
         clash = existing_outputs(paths)
         if clash:
             raise FileExistsError(str(clash[0]))
+    for p in paths:  # every target is checked before the first rename: all outputs or none
+        check_output_file(p)
     earlier = _read_journal(paths)
     tmps: list[Path] = []
     try:
@@ -120,14 +274,23 @@ def atomic_paths(paths: Iterable[str | Path], overwrite: bool = True) -> Iterato
         record = {os.path.relpath(p, journal.parent): _identity(t) + [t.name] for p, t in zip(paths, tmps)}
         with atomic_path(journal) as tmp:
             tmp.write_text(json.dumps(record))
+        for p in paths:  # once more, just before the first rename (a folder may have appeared meanwhile)
+            check_output_file(p)
         for p, t in zip(paths, tmps):
-            os.replace(t, p)
+            _replace(t, p)
         journal.unlink()
         for t in earlier[1] if earlier else []:  # temporary files of a killed earlier try
             t.unlink(missing_ok=True)
     finally:
         for t in tmps:
-            t.unlink(missing_ok=True)
+            _release(t)
+
+
+def cache_dir() -> Path:
+    """mossep's cache folder: $MOSSEP_CACHE, else $XDG_CACHE_HOME/mossep, else ~/.cache/mossep."""
+    if os.environ.get("MOSSEP_CACHE"):
+        return Path(os.environ["MOSSEP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mossep"
 
 
 def check_writable(folder: str | Path) -> None:
@@ -138,7 +301,7 @@ def check_writable(folder: str | Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise MossepError(f"{folder}: output directory is not writable ({e.strerror or e})") from None
+        raise MossepError(f"{folder}: output directory is not writable ({os_error_text(e)})") from None
 
 
 @contextlib.contextmanager

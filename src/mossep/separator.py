@@ -24,8 +24,9 @@ from .checkpoints import LoadedModel, load_checkpoint
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
-from .fsutil import existing_outputs, removing_new_dirs_on_error
+from .fsutil import check_output_file, existing_outputs, remove_stale_temps, removing_new_dirs_on_error
 from .hum import without_hum
+from .level import to_model_level
 from .postfilter import post_filter
 from .tracking import TRACK_SPEAKERS
 
@@ -70,11 +71,27 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
         names = [template.format(stem=stem, k=k, ext=ext) for k in range(1, num_spks + 1)]
     except (ValueError, IndexError) as e:
         raise MossepError(f"--filename {template!r}: {e}") from None
+    if len(set(names)) < len(names):
+        raise MossepError(f"--filename {template!r}: gives several speakers the same name "
+                          f"({max(names, key=names.count)}); {{k}} must tell them apart")
     if any(not n or n.endswith(("/", "\\")) for n in names):
         raise MossepError(f"--filename {template!r}: gives an empty file name")
     if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
         raise MossepError(f"--filename {template!r}: names must stay inside the output folder (no leading / or ..)")
     return names
+
+
+def whole_rate(rate, what: str = "sample rate") -> int:
+    """A sample rate as a positive int; a fractional or non-positive one is a MossepError (never truncated)."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise MossepError(f"{what} must be a whole number of Hz, got {rate!r}") from None
+    if not np.isfinite(value) or value != int(value):
+        raise MossepError(f"{what} must be a whole number of Hz, got {rate}")
+    if value <= 0:
+        raise MossepError(f"{what} must be positive, got {rate}")
+    return int(value)
 
 
 def recommended_settings(metadata: dict | None) -> dict:
@@ -181,15 +198,16 @@ class Separator:
 
     def _forward(self, audios: np.ndarray) -> np.ndarray:
         """[B, L] float32 -> [B, C, L] float64: one model pass per view (merged by mossep.ensemble), then the
-        optional post-filter (mossep.postfilter)."""
-        audios = np.ascontiguousarray(audios, dtype=np.float32)
+        optional post-filter (mossep.postfilter). Each row is run at the training level (mossep.level) and the
+        estimates returned at the row's own level."""
+        audios, gains = to_model_level(audios)
         x = torch.from_numpy(audios).to(self.device)
         views = [self._run_model(x if sign > 0 else -x) for sign in self.signs]  # merge_views fixes the signs
         est = views[0] if len(views) == 1 else np.stack(
             [merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
         if self.wiener:
             est = np.stack([post_filter(e, a, self.sample_rate) for e, a in zip(est, audios)])
-        return est
+        return est / gains[:, None, None]
 
     def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
                         progress: Progress | None = None, name: str = "input") -> Iterator[np.ndarray]:
@@ -210,6 +228,9 @@ class Separator:
             # at -30 dBFS), and the outputs then carry none of them
             batch = [(s, self._clean(a)) for s, a in batch]
             est = self._forward(np.stack([a for _, a in batch]))
+            if not np.all(np.isfinite(est)):  # never passed on: no output may hold NaN or infinity
+                raise MossepError(f"{name}: the model's output is NaN or infinite (a broken checkpoint?); "
+                                  "nothing was written")
             for (s, a), e in zip(batch, est):
                 ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
             if progress is not None:
@@ -256,14 +277,15 @@ class Separator:
         if mix.ndim == 2 and mix.shape[1] > mix.shape[0]:
             raise MossepError(f"mixture has shape {mix.shape}, more channels than samples: separate() takes "
                               "[T] or [T, channels]; for a [channels, T] array pass mix.T")
+        if mix.ndim == 2 and mix.shape[1] == 0:
+            raise MossepError(f"mixture has shape {mix.shape}: no channels")
         if mix.ndim == 2:
             mix = mix.mean(axis=1)
         if mix.ndim != 1:
             raise MossepError(f"mixture must be [T] or [T, channels], got shape {mix.shape}")
         if mix.size == 0:
             raise MossepError("mixture contains no samples")
-        if int(sample_rate) <= 0:
-            raise MossepError(f"sample rate must be positive, got {sample_rate}")
+        sample_rate = whole_rate(sample_rate, "sample rate")
         mix = mix.astype(np.float32)
         check_finite(mix, "mixture")
         sr_in, sr = int(sample_rate), self.sample_rate
@@ -292,9 +314,7 @@ class Separator:
     @staticmethod
     def _output_rate(inp: InputAudio, output_rate: int | None) -> tuple[int, int]:
         """(output rate, output length): the input's rate unless another is asked for."""
-        out_rate = inp.sample_rate if output_rate is None else int(output_rate)
-        if out_rate <= 0:
-            raise MossepError(f"output sample rate must be positive, got {out_rate}")
+        out_rate = inp.sample_rate if output_rate is None else whole_rate(output_rate, "output sample rate")
         return out_rate, resampled_length(inp.frames, inp.sample_rate, out_rate)
 
     def _pump(self, inp: InputAudio, sink: SpeakerSink, channel: int | None, out_rate: int,
@@ -326,6 +346,8 @@ class Separator:
         paths = self.output_paths(input_path, out_dir, filename, fmt)
         if len(set(paths)) != len(paths):
             raise MossepError(f"--filename {filename!r}: gives the same name to several speakers")
+        for p in paths:  # a folder in the way or a name too long fails now, not after the work
+            check_output_file(p)
         inp = self._open(input_path, stdin, channel)
         if not overwrite:
             existing = existing_outputs(paths)  # not those a killed run left of this set
@@ -340,6 +362,7 @@ class Separator:
         with removing_new_dirs_on_error(parents):  # a failed run leaves no empty output folders either
             for parent in parents:
                 check_writable_dir(parent)
+                remove_stale_temps(parent, [p.name for p in paths if p.parent == parent])  # a killed run's
             with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
                 self._pump(inp, sink, channel, out_rate, progress)
                 sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)

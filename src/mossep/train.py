@@ -230,6 +230,32 @@ def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]],
     return {"si_snr": float(scores.double().mean()), "si_snri": float(improvements.double().mean())}
 
 
+RUN_FILES = ("best.safetensors", "last.pt", "log.csv", "config.yaml")  # what a run writes into OUT_DIR
+
+
+def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Before anything is built or created: a folder holding an earlier run is continued only with `resume`
+    and replaced only with `overwrite` (never silently: its best checkpoint would be lost to any first
+    validation); `resume` needs that run's last.pt."""
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise MossepError("--resume continues the run in OUT_DIR and --overwrite replaces it: give one of them")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise MossepError(f"{out / 'last.pt'}: no training state to resume from")
+        return
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if found and not overwrite:
+        raise MossepError(f"{out}: holds an earlier run ({', '.join(found)}); use --resume to continue it, "
+                          "--overwrite to replace it, or another -o folder")
+
+
+def clear_run_folder(out_dir: str | Path) -> None:
+    """--overwrite: remove an earlier run's files, once the new run is known to start (options, model, data)."""
+    for n in RUN_FILES:
+        (Path(out_dir) / n).unlink(missing_ok=True)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None):
         self.cfg = cfg = checked_config(cfg)

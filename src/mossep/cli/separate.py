@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..errors import MossepError, reason
-from ..fsutil import existing_outputs
+from ..fsutil import claimed, existing_outputs, removing_new_dirs_on_error
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from ..tracking import TRACK_SPEAKERS
 from . import options
@@ -120,6 +121,8 @@ def separate(
         raise MossepError("--stdout writes WAV; --format does not apply")
     if inputs.count(STDIN) > 1:
         raise MossepError("- (stdin) can be given only once")
+    if stdout and sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise MossepError("--stdout: standard output is closed")
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
     # check every input and every output before writing anything
@@ -143,8 +146,9 @@ def separate(
         for inp in inputs:
             with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
                 if stdout:
-                    sep.separate_to_stream(inp, sys.stdout.buffer, subtype=subtype, channel=channel,
-                                           output_rate=sample_rate, progress=update, note=rep.note)
+                    with _stdout_dropped_on_error():
+                        sep.separate_to_stream(inp, sys.stdout.buffer, subtype=subtype, channel=channel,
+                                               output_rate=sample_rate, progress=update, note=rep.note)
                 else:
                     paths = sep.separate_file(inp, output_dir, filename=filename, fmt=fmt, subtype=subtype,
                                               overwrite=overwrite, channel=channel, output_rate=sample_rate,
@@ -152,8 +156,33 @@ def separate(
                     rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths))
 
 
+@contextlib.contextmanager
+def _stdout_dropped_on_error() -> Iterator[None]:
+    """When writing to stdout fails (a full disk, a closed pipe), point its descriptor at /dev/null, so that
+    the interpreter's last flush of what is still buffered does not print a second error."""
+    try:
+        yield
+    except MossepError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        raise
+
+
+def check_patterns(patterns: list[str]) -> None:
+    """--glob patterns must stay inside DIR: relative, and without a `..` part."""
+    for pat in patterns:
+        parts = Path(pat).parts
+        if not pat or Path(pat).is_absolute() or ".." in parts:
+            raise MossepError(f"--glob {pat!r}: patterns are matched inside DIR, so they cannot be absolute or "
+                              "contain '..' (e.g. '*.flac', 'day1/*.wav')")
+
+
 def find_audio(root: Path, patterns: list[str], exclude: Path | None) -> list[Path]:
-    """Files under `root` (recursively) matching any glob pattern, or with a common audio extension."""
+    """Files under `root` (recursively) matching any glob pattern (relative, see check_patterns), or with a
+    common audio extension."""
+    check_patterns(patterns)
     if patterns:
         found = {p for pat in patterns for p in root.rglob(pat)}
     else:
@@ -186,6 +215,7 @@ def batch(
     fmt, subtype = _value(fmt), _value(subtype)
     # options that would fail every file fail once, before anything is read or written
     check_output_format(fmt, subtype)
+    check_patterns(glob or [])
     output_names(filename, "name", 1, fmt, "wav")
     if sample_rate is not None and sample_rate <= 0:
         raise MossepError(f"output sample rate must be positive, got {sample_rate}")
@@ -200,8 +230,18 @@ def batch(
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
-    check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
-    done = skipped = 0
+    output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
+    with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
+        check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
+        _batch_files(sep, rep, files, input_dir, output_dir, overwrite,
+                     dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate))
+
+
+def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Path, output_dir: Path,
+                 overwrite: bool, how: dict) -> None:
+    """Separate each file unless its outputs exist or another run holds it (fsutil.claimed: concurrent runs
+    over the same trees each do a file once); print the summary, MossepError if any file failed."""
+    done = skipped = elsewhere = 0
     failed: list[str] = []
     owners: dict[Path, Path] = {}
     with rep.progress:
@@ -209,7 +249,7 @@ def batch(
         for f in files:
             target = output_dir / f.relative_to(input_dir).parent
             try:
-                paths = sep.output_paths(f, target, filename, fmt)
+                paths = sep.output_paths(f, target, how["filename"], how["fmt"])
                 clash = next((owners[p] for p in paths if p in owners), None)
                 if clash is not None:
                     raise MossepError(f"{f}: its outputs have the same names as those of {clash} "
@@ -218,11 +258,16 @@ def batch(
                 if not overwrite and all(p.exists() for p in paths):
                     skipped += 1
                 else:
-                    with rep.file_task(f.name) as update:
-                        sep.separate_file(f, target, filename=filename, fmt=fmt, subtype=subtype,
-                                          overwrite=overwrite, channel=channel, output_rate=sample_rate,
-                                          progress=update, note=rep.note)
-                    done += 1
+                    with claimed(output_dir, str(paths[0].relative_to(output_dir))) as mine:
+                        if not mine:
+                            elsewhere += 1
+                        elif not overwrite and all(p.exists() for p in paths):  # finished by another run
+                            skipped += 1
+                        else:
+                            with rep.file_task(f.name) as update:
+                                sep.separate_file(f, target, overwrite=overwrite, progress=update, note=rep.note,
+                                                  **how)
+                            done += 1
             except MossepError as e:
                 failed.append(str(f))
                 rep.error(str(e))
@@ -231,7 +276,10 @@ def batch(
                 text = reason(e)
                 rep.error(f"{f}: {type(e).__name__}" + ("" if text == type(e).__name__ else f": {text}"))
             rep.progress.advance(overall)
-    summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), {len(failed)} failed"
+    summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), "
+    if elsewhere:
+        summary += f"{elsewhere} being separated by another run, "
+    summary += f"{len(failed)} failed"
     rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False)
     if failed:
         raise MossepError(f"{len(failed)} of {len(files)} files failed")

@@ -55,10 +55,11 @@ def train(
     noise: Optional[float] = typer.Option(None, help="Probability per mixture of added noise or hum (targets: the clean sources) [0]."),
     eq: Optional[float] = typer.Option(None, help="Probability per mixture of a random channel EQ [0]. Ranges (rt60, snr_db): config file."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.pt exactly."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT_DIR (refused otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a MossFormer on dynamically mixed single-speaker recordings; keeps the best by validation SI-SNRi."""
-    from ..train import TrainConfig, Trainer
+    from ..train import TrainConfig, Trainer, check_run_folder, clear_run_folder
 
     opts = TrainConfig.from_file(config) if config else {}
     given = dict(out_dir=out_dir, arch=arch, size=size, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
@@ -67,9 +68,12 @@ def train(
                  reverb=reverb, noise=noise, eq=eq, quiet=quiet or None)
     opts.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(**opts)
+    check_run_folder(cfg.out_dir, resume, overwrite)  # before the folder is created or anything replaced
     trainer = Trainer(cfg)
     if resume:
         trainer.resume()
+    elif overwrite and trainer.rank == 0:
+        clear_run_folder(cfg.out_dir)
     progress, update = _progress_printer(cfg.steps, cfg.quiet or trainer.rank != 0)
     trainer.progress = update
     if progress:

@@ -1,0 +1,53 @@
+"""Helpers shared by the fault-injection tests (test_bad_*, test_full_disk, test_signals, test_concurrent_runs):
+the CLI in-process or as a child process, short test signals, and checks for leftovers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from mossep.cli import main
+
+
+def run(args: list, capsys) -> tuple[int, str, str]:
+    """`mossep ARGS` in this process: (exit status, stdout, stderr)."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def mossep(args: list, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`mossep ARGS` as a child process (text output, one thread)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "mossep", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, **kwargs)
+
+
+def tone(path: Path, seconds: float = 1.0, rate: int = 8000, level: float = 1.0, subtype: str | None = None) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    x = level * (0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 347 * t + 1.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, rate, subtype=subtype)
+    return path
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    """Exit status 1 and exactly one line on stderr, an error that contains every one of `words`."""
+    lines = err.strip().splitlines()
+    assert code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("mossep: error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Temporary files, commit journals and claims under `root` (none may survive a finished run)."""
+    return [p for p in root.rglob("*") if p.name.endswith((".part", ".commit")) or p.name.startswith(".mossep-")]
