@@ -237,8 +237,10 @@ class SpeakerSink:
     Use as a context manager: the temporary file is always removed.
     """
 
-    def __init__(self, num_spks: int, tmp_dir: Path | None, expected: int | None = None):
+    def __init__(self, num_spks: int, tmp_dir: Path | None, expected: int | None = None, limit_peak: bool = True):
+        """limit_peak: scale all outputs down together if they would exceed PEAK_LIMIT (off: written as they are)."""
         self.C = num_spks
+        self.limit_peak = limit_peak
         self.expected = expected
         self.where = Path(tmp_dir if tmp_dir is not None else tempfile.gettempdir())
         try:  # anonymous (no name on disk), so even a SIGKILL leaves nothing behind
@@ -294,7 +296,7 @@ class SpeakerSink:
             yield np.frombuffer(raw, dtype=np.float32).reshape(-1, self.C) * np.float32(gain)
 
     def _gain(self, name: str, note: Callable[[str], None] | None) -> float:
-        gain = peak_gain(self.peak)
+        gain = peak_gain(self.peak) if self.limit_peak else 1.0
         if gain < 1.0 and note is not None:
             note(f"{name}: separated speakers peaked at {self.peak:.3f}; scaled all outputs by "
                  f"{20 * np.log10(gain):.1f} dB to avoid clipping")

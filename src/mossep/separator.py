@@ -26,6 +26,7 @@ from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import check_output_file, existing_outputs, remove_stale_temps, removing_new_dirs_on_error
 from .hum import without_hum
+from .official_pipelines import for_checkpoint
 from .level import to_model_level
 from .postfilter import post_filter
 from .tracking import TRACK_SPEAKERS
@@ -116,14 +117,16 @@ class Separator:
     recommends (see recommended_settings), else 1 pass and no post-filter. track_speakers: keep each talker on
     its output across chunks by voice profiles too, not only the overlap match (mossep.tracking); None = the
     default there (TRACK_SPEAKERS). remove_hum: take a steady 50/60 Hz mains hum out of each chunk before
-    separating it (mossep.hum; nothing is changed where none is found).
+    separating it (mossep.hum; nothing is changed where none is found). raw: the official output, exactly: none
+    of the above (one pass over the whole input, no DC or hum removal, no level fit or peak limiting), and instead
+    the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint).
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
                  batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
-                 track_speakers: bool | None = None, remove_hum: bool = True):
+                 track_speakers: bool | None = None, remove_hum: bool = True, raw: bool = False):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -131,6 +134,12 @@ class Separator:
         self.device = resolve_device(device)
         self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, sample_rate=model_rate)
         self.config = self.loaded.config
+        self.raw = bool(raw)
+        if self.raw:
+            chunk_seconds, passes, wiener, remove_hum = self._raw_settings(fast, chunk_seconds, passes, wiener)
+            source = self.loaded.metadata.get("source_format", "mossep") if self.loaded.source == "mossep" \
+                else self.loaded.source
+            self.official = for_checkpoint(source, self.sample_rate)
         net = self.loaded.model.to(self.device).eval()
         if fast:
             if self.device.type != "cpu":
@@ -170,8 +179,17 @@ class Separator:
         self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
         self.remove_hum = bool(remove_hum)
         self.amp_dtype = None
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.raw:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @staticmethod
+    def _raw_settings(fast: bool, chunk_seconds, passes, wiener) -> tuple:
+        """(chunk_seconds, passes, wiener, remove_hum) for raw; an explicit conflicting setting is an error."""
+        for given, name in ((fast, "--fast"), (chunk_seconds not in (None, 0), "--chunk-seconds"),
+                            (passes not in (None, 1), "--passes"), (bool(wiener), "--wiener")):
+            if given:
+                raise MossepError(f"--raw gives the official pipeline's output, which {name} would change; drop one")
+        return 0.0, 1, False, False
 
     @property
     def sample_rate(self) -> int:
@@ -192,7 +210,9 @@ class Separator:
         return y.float().cpu().numpy().astype(np.float64)
 
     def _clean(self, chunk: np.ndarray) -> np.ndarray:
-        """A chunk without its DC offset and, with remove_hum, without mains hum; float32."""
+        """A chunk without its DC offset and, with remove_hum, without mains hum; float32 (raw: unchanged)."""
+        if self.raw:
+            return np.asarray(chunk, dtype=np.float32)
         x = chunk - chunk.mean(dtype=np.float64)
         return (without_hum(x, self.sample_rate) if self.remove_hum else x).astype(np.float32)
 
@@ -200,6 +220,9 @@ class Separator:
         """[B, L] float32 -> [B, C, L] float64: one model pass per view (merged by mossep.ensemble), then the
         optional post-filter (mossep.postfilter). Each row is run at the training level (mossep.level) and the
         estimates returned at the row's own level."""
+        if self.raw:
+            net = lambda x: torch.from_numpy(self._run_model(x.to(self.device)))  # noqa: E731
+            return np.stack([self.official(net, a) for a in np.asarray(audios, np.float32)]).astype(np.float64)
         audios, gains = to_model_level(audios)
         x = torch.from_numpy(audios).to(self.device)
         views = [self._run_model(x if sign > 0 else -x) for sign in self.signs]  # merge_views fixes the signs
@@ -217,7 +240,8 @@ class Separator:
         """
         sr, chunk, overlap = self.sample_rate, self.chunk, self.overlap
         hop = chunk - overlap
-        ola = OverlapAdd(self.num_speakers, overlap, track_speakers=self.track_speakers, sample_rate=sr)
+        ola = OverlapAdd(self.num_speakers, overlap, fit_level=not self.raw, track_speakers=self.track_speakers,
+                         sample_rate=sr)
         total_s = expected / sr if expected else None
         buf, buf_start, n_seen, k = np.zeros(0, np.float32), 0, 0, 0
         pending: list[tuple[int, np.ndarray]] = []
@@ -363,7 +387,7 @@ class Separator:
             for parent in parents:
                 check_writable_dir(parent)
                 remove_stale_temps(parent, [p.name for p in paths if p.parent == parent])  # a killed run's
-            with SpeakerSink(self.num_speakers, paths[0].parent, expected) as sink:
+            with SpeakerSink(self.num_speakers, paths[0].parent, expected, limit_peak=not self.raw) as sink:
                 self._pump(inp, sink, channel, out_rate, progress)
                 sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
         return paths
@@ -376,6 +400,6 @@ class Separator:
         check_output_format("wav", subtype)
         inp = self._open(input_path, stdin, channel)
         out_rate, expected = self._output_rate(inp, output_rate)
-        with SpeakerSink(self.num_speakers, None, expected) as sink:
+        with SpeakerSink(self.num_speakers, None, expected, limit_peak=not self.raw) as sink:
             self._pump(inp, sink, channel, out_rate, progress)
             sink.commit_stream(stream, out_rate, subtype, inp.name, note or log.warning)

@@ -49,6 +49,10 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or notes (e
 _TRACK = typer.Option(None, "--track/--no-track", help="Long inputs: also keep each talker on its output across "
                       "chunks by voice profiles, so that a talker swap inside one chunk is undone at the next "
                       f"(mossep.tracking). Default: {'on' if TRACK_SPEAKERS else 'off'}.")
+_RAW = typer.Option(False, "--raw", help="The official output, exactly: what the checkpoint format's own "
+                    "inference pipeline returns (mossep.official_pipelines), with nothing mossep adds (no DC or hum "
+                    "removal, extra pass, post-filter, chunking or level fit). The whole input goes through the "
+                    "model at once.")
 _DEHUM = typer.Option(True, "--dehum/--no-dehum", help="Take a steady 50/60 Hz mains hum out of each chunk before "
                       "separating it (mossep.hum; nothing changes where none is found).")
 
@@ -89,10 +93,11 @@ def _value(v: enum.Enum | str) -> str:
     return v.value if isinstance(v, enum.Enum) else str(v)
 
 
-def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum) -> Separator:
+def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum,
+          raw=False) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
                      fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track,
-                     remove_hum=dehum)
+                     remove_hum=dehum, raw=raw)
 
 
 @app.command()
@@ -107,7 +112,7 @@ def separate(
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
-    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, quiet: bool = _QUIET,
+    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -124,7 +129,7 @@ def separate(
     if stdout and sys.stdout is None:  # started with stdout closed (`>&-`)
         raise MossepError("--stdout: standard output is closed")
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -209,7 +214,7 @@ def batch(
     model: Optional[Path] = options.MODEL, model_rate: Optional[int] = options.MODEL_RATE,
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
-    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, quiet: bool = _QUIET,
+    track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -229,7 +234,7 @@ def batch(
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw)
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
