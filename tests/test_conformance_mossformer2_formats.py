@@ -307,3 +307,50 @@ def test_modelscope2_strictness_and_rate(tmp_path):
     (folder / "pytorch_model.pt").unlink()
     with pytest.raises(MossepError, match="pytorch_model.pt"):
         load_checkpoint(folder)  # recognised by its model type, so the missing file is named
+
+
+# ---------------------------------------------------------------- info and convert
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from mossep.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err_text = capsys.readouterr()
+    return code, out, err_text
+
+
+@pytest.mark.parametrize("source, fmt, spks, mask", [
+    (HF / "tiny" / "librimix_2spk", "standalone", 2, True),
+    (HF / "tiny" / "wsj0mix_3spk" / "pytorch_model.bin", "standalone", 3, True),
+    (HF / "tiny" / "whamr_2spk" / "encoder.ckpt", "standalone", 2, False),
+    (MS / "tiny_checkpoint", "modelscope2", 2, True),
+])
+def test_info_and_convert_every_format(tmp_path, capsys, source, fmt, spks, mask):
+    code, out, err_text = _cli(["info", source, "--json"], capsys)
+    assert code == 0, err_text
+    info = json.loads(out)
+    assert (info["format"], info["num_spks"], info["sample_rate"], info["config"]["mask_encoder"]) == (
+        fmt, spks, 8000, mask)
+    dst = tmp_path / "converted.safetensors"
+    code, out, err_text = _cli(["convert", source, dst], capsys)
+    assert code == 0, err_text
+    assert f"{spks} speakers" in out and "max error 0 of RMS" in out
+    loaded = load_checkpoint(dst)
+    meta = loaded.metadata
+    assert (meta["source_format"], meta["sample_rate"], meta["num_spks"], meta["mask_encoder"]) == (fmt, 8000, spks, mask)
+    assert loaded.config.mask_encoder is mask and loaded.config.num_spks == spks
+    assert "source_config" in meta  # config.json / configuration.json as published
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_a_file_that_is_not_the_weights_is_refused_in_one_line(tmp_path, name):
+    folder = _copy_hf(tmp_path)
+    (folder / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(MossepError) as e:
+        load_checkpoint(folder / name)
+    assert "\n" not in str(e.value)

@@ -51,7 +51,8 @@ def info_table(summary: dict[str, Any]) -> Table:
 @app.command()
 def info(
     model: Optional[Path] = typer.Argument(None, help="Checkpoint: mossep .safetensors, ModelScope MossFormer "
-                                                      "folder, or ClearerVoice MossFormer2 folder/.pt file. "
+                                                      "or MossFormer2 folder, Hugging Face MossFormer2 folder, "
+                                                      "or ClearerVoice MossFormer2 folder/.pt file. "
                                                       "Default: the bundled model."),
     model_rate: Optional[int] = options.MODEL_RATE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
