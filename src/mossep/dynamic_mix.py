@@ -6,7 +6,6 @@ run sees exactly the data it would have seen.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import soundfile as sf
 
 from .datasets import read_audio, resample
 from .errors import MossepError, reason
-from .fsutil import atomic_path
+from .fsutil import atomic_path, cache_dir  # resampled training audio is kept there
 
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
 
@@ -27,13 +26,6 @@ class MixSpec:
     gain_db: float = 5.0  # relative gains uniform in [-gain_db, +gain_db]
     speed_perturb: float = 0.0  # speed factors uniform in [1 - p, 1 + p]; 0 disables
     random_polarity: bool = False  # invert each source with probability 1/2
-
-
-def cache_dir() -> Path:
-    """Where resampled training audio is kept ($MOSSEP_CACHE, else $XDG_CACHE_HOME/mossep, else ~/.cache/mossep)."""
-    if os.environ.get("MOSSEP_CACHE"):
-        return Path(os.environ["MOSSEP_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mossep"
 
 
 def load_mono(path: Path, sample_rate: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MossepError
+from ..hub import resolve as resolve_name
 from ..models.mossformer import Separator
 from .clearvoice import is_clearvoice, load_clearvoice
 from .modelscope import is_modelscope_dir, load_modelscope
@@ -42,11 +43,19 @@ def default_model_path() -> Path:
 def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> LoadedModel:
     """Load a checkpoint of any supported format, strictly, without executing code from it.
 
+    path: a file or folder; or a model name or hub id (mossep.hub: fetched on first use, then cached).
     sample_rate: only for formats that do not store it (ClearerVoice MossFormer2).
     """
+    named = None if path is None else resolve_name(path)
+    if named is not None:
+        loaded = load_checkpoint(named.path, sample_rate or named.entry.sample_rate)
+        if sample_rate is None and loaded.source == "clearvoice":  # its first note says where the rate came from
+            loaded.notes[0] = f"sample rate from mossep's model list ({named.entry.name})"
+        loaded.notes.append(named.note)
+        return loaded
     path = default_model_path() if path is None else Path(path)
     if not path.exists():
-        raise MossepError(f"{path}: model not found")
+        raise MossepError(f"{path}: model not found (neither a file nor a name that `mossep models` lists)")
     if is_native_file(path):
         model, meta, notes = load_native(path)
         if sample_rate is not None and sample_rate != model.config.sample_rate:
