@@ -105,6 +105,39 @@ def test_huggingface_first_use_downloads_and_verifies_second_use_makes_no_reques
     assert len(hub.requests) == before and loaded.source == "modelscope"
 
 
+@pytest.mark.parametrize("variant", ["librimix_2spk", "wsj0mix_3spk", "whamr_2spk"])
+def test_huggingface_standalone_names_fetch_one_copy_of_the_weights(hub, variant):
+    folder = FIXTURES / "mossformer2_standalone_8k" / "tiny" / variant
+    entry = lookup(f"mossformer2-{variant.replace('_', '-')}")
+    hub.add_hf(entry.repo, kit(folder))  # config.json, pytorch_model.bin and the .ckpt triple
+    loaded = load_checkpoint(entry.name)
+    assert loaded.source == "standalone" and loaded.config.num_spks == entry.talkers
+    assert same_weights(loaded, load_checkpoint(folder))
+    fetched = {p.rpartition("/")[2] for p in file_requests(hub) if "/resolve/" in p}
+    assert fetched == {"config.json", "pytorch_model.bin"}
+
+
+def test_modelscope_mossformer2_name(hub):
+    folder = FIXTURES / "mossformer2_modelscope_8k" / "tiny_checkpoint"
+    entry = lookup("mossformer2-8k")
+    hub.add_ms(entry.repo, kit(folder))
+    loaded = load_checkpoint("mossformer2-8k")
+    assert loaded.source == "modelscope2" and same_weights(loaded, load_checkpoint(folder))
+
+
+def test_clearervoice_name_gets_its_rate_from_the_list(hub, monkeypatch):
+    from mossep.hub import registry
+
+    weights = (FIXTURES / "mossformer2_8k" / "tiny_checkpoint.pt").read_bytes()
+    entry = registry.ModelEntry("cv-test", "huggingface", "test/cv", "main", ("last_best_checkpoint", "w.pt"),
+                                sample_rate=16000)
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY + (entry,))
+    hub.add_hf("test/cv", {"last_best_checkpoint": b"w.pt\n", "w.pt": weights})
+    loaded = load_checkpoint("cv-test")  # the folder's name (a commit hash) names no rate
+    assert loaded.source == "clearvoice" and loaded.config.sample_rate == 16000
+    assert loaded.notes[0] == "sample rate from mossep's model list (cv-test)"
+
+
 def test_clearervoice_pointer_layout_is_followed(hub, tmp_path):
     weights = (FIXTURES / "mossformer2_8k" / "tiny_checkpoint.pt").read_bytes()
     hub.add_hf("test/MossFormer2_SS_8K", {"last_best_checkpoint": b"model.ckpt-3-120.pt\n",

@@ -48,8 +48,11 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
     """
     named = None if path is None else resolve_name(path)
     if named is not None:
-        loaded = load_checkpoint(named.path, sample_rate or named.entry.sample_rate)
-        if sample_rate is None and loaded.source == "clearvoice":  # its first note says where the rate came from
+        rate = sample_rate
+        if rate is None and named.path is not None and is_clearvoice(named.path):  # a format that stores no rate
+            rate = named.entry.sample_rate
+        loaded = load_checkpoint(named.path, rate)
+        if rate != sample_rate:  # the loader's first note says where the rate came from
             loaded.notes[0] = f"sample rate from mossep's model list ({named.entry.name})"
         loaded.notes.append(named.note)
         return loaded
