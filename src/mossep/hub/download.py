@@ -71,7 +71,7 @@ class ProgressBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
                                  disable=not console.is_terminal)
-        self.task = self.progress.add_task(desc, total=total, completed=initial)
+        self.task = self.progress.add_task(desc.rpartition("/")[2], total=total, completed=initial)  # a file name, not its URL
         self.progress.start()
 
     def update(self, n: int) -> None:
