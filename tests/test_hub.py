@@ -70,8 +70,9 @@ def test_names_and_ids_resolve_to_entries():
     assert (other.hub, other.repo, other.revision, other.files) == ("modelscope", "someone/model", "v1.0.2", ())
     assert lookup("default").hub == "bundled"
     assert lookup("no-such-model") is None and lookup("runs/x/best.safetensors") is None
-    with pytest.raises(MossepError, match="hf:ORG/NAME"):
-        lookup("hf:not a repo")
+    for bad in ("hf:not a repo", "modelscope:a/b@../../x", "hf:../x"):
+        with pytest.raises(MossepError, match="ORG/NAME"):
+            lookup(bad)
 
 
 def test_modelscope_first_use_downloads_and_verifies_second_use_makes_no_request(hub):

@@ -13,6 +13,7 @@ HUGGINGFACE, MODELSCOPE, BUNDLED = "huggingface", "modelscope", "bundled"
 DEFAULT_REVISION = {HUGGINGFACE: "main", MODELSCOPE: "master"}
 PREFIXES = {"hf": HUGGINGFACE, "huggingface": HUGGINGFACE, "modelscope": MODELSCOPE, "ms": MODELSCOPE}
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a branch, tag or commit (it names a cache folder)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -80,7 +81,7 @@ def parse_hub_id(spec: str) -> ModelEntry | None:
         return None
     hub = PREFIXES[prefix.lower()]
     repo, _, revision = rest.partition("@")
-    if not _REPO.match(repo):
+    if not _REPO.match(repo) or (revision and not _REVISION.match(revision)):
         raise MossepError(f"{spec}: a hub id is {prefix}:ORG/NAME (optionally @REVISION)")
     for entry in REGISTRY:
         if entry.hub == hub and entry.repo.lower() == repo.lower() and revision in ("", entry.revision):
