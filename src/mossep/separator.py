@@ -108,7 +108,8 @@ def recommended_settings(metadata: dict | None) -> dict:
 class Separator:
     """A loaded separation model plus the settings to run it on recordings of any length.
 
-    model: a checkpoint path, a LoadedModel, or None for the default model. device: "auto", "cpu", "cuda".
+    model: a checkpoint path, a model name from `mossep models` (fetched on first use), a LoadedModel, or
+    None for the default model. device: "auto", "cpu", "cuda".
     chunk_seconds: chunk length (0 = whole input at once); overlap_seconds: overlap between chunks.
     threads: torch CPU threads. fast: use mossep.fast.make_fast. model_rate: sample rate of checkpoints that
     do not store it. passes: 1 = separate each chunk once; 2 = also separate its polarity-inverted copy and

@@ -5,7 +5,8 @@ from ..chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 
 MODEL = typer.Option(None, "--model", help="Checkpoint: a mossep .safetensors, an official ModelScope MossFormer or "
                      "MossFormer2 directory, a Hugging Face MossFormer2 folder (config.json + pytorch_model.bin) or a "
-                     "ClearerVoice checkpoint. Default: the bundled model.")
+                     "ClearerVoice checkpoint; or a model name from `mossep models` (or hf:ORG/NAME, "
+                     "modelscope:ORG/NAME), downloaded on first use. Default: the bundled model.")
 MODEL_RATE = typer.Option(None, "--model-rate", help="Sample rate of a checkpoint that does not store one "
                           "(ClearerVoice MossFormer2); by default read from its folder/file name (8k, 16K).")
 DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
