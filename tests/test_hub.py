@@ -344,3 +344,27 @@ def test_separator_takes_a_name(hub):
     hub.add_ms(MS_REPO, kit(MS_KIT))
     sep = Separator("mossformer-8k", device="cpu")
     assert sep.loaded.source == "modelscope" and sep.loaded.path.is_relative_to(models_root())
+
+
+class _Payload:
+    """Pickles to a call of Path.touch: a file that ran code when loaded would create the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_downloaded_file_never_runs_code(hub, tmp_path):
+    import io
+
+    folder = FIXTURES / "mossformer2_standalone_8k" / "tiny" / "whamr_2spk"
+    marker = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"encoder.conv1d.weight": torch.zeros(1), "payload": _Payload(marker)}, buffer)
+    hub.add_hf("alibabasglab/mossformer2-whamr-2spk", {"config.json": (folder / "config.json").read_bytes(),
+                                                       "pytorch_model.bin": buffer.getvalue()})
+    with pytest.raises(MossepError):
+        load_checkpoint("mossformer2-whamr-2spk")
+    assert not marker.exists()
