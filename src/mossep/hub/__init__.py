@@ -79,8 +79,8 @@ def fetch(entry: ModelEntry) -> dict[str, Any]:
                 repo.close()
             return cache.write_record(entry, repo.folder, repo.commit, done, root)
     except HubError as e:
-        verb = "reach" if e.unreachable else "fetch"
-        raise MossepError(f"cannot {verb} {host} to fetch {entry.name} ({e}); {_manual(entry, files)}") from None
+        what = f"reach {host} to fetch {entry.name}" if e.unreachable else f"fetch {entry.name} from {host}"
+        raise MossepError(f"cannot {what} ({e}); {_manual(entry, files)}") from None
     except OSError as e:
         raise MossepError(f"{root}: cannot store {entry.name} there ({e.strerror or e})") from None
 
