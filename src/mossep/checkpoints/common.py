@@ -15,8 +15,10 @@ import zipfile
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import MossepError, reason
 from ..models import ModelConfig, build_model
@@ -129,11 +131,37 @@ def _check_tensors(state: Mapping, where: str) -> None:
         raise MossepError(f"{where}: not a state dict of tensors")
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Inside torch.device("meta"): skip the initialisers, which change values only (meta tensors have none),
+    and compute arange (small position tables) on the CPU. On meta tensors both run through torch's Python
+    reference implementations, whose first use imports torch._dynamo and sympy: seconds on every load."""
+
+    VALUE_ONLY = {"normal_", "uniform_", "fill_", "zero_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+                  "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "orthogonal_", "eye_",
+                  "dirac_"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+        if getattr(func, "__name__", "") in self.VALUE_ONLY and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        if func is torch.arange:
+            kwargs = {**kwargs, "device": "cpu"}
+        return func(*args, **kwargs)
+
+
 def meta_state(cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The state dict of the model `cfg` describes, on the meta device: names, shapes and dtypes, no memory.
-    ModelConfig's bounds keep even the module objects this builds few."""
-    with torch.device("meta"):
+    """The state dict of the model `cfg` describes, without memory for its weights (meta tensors: names,
+    shapes and dtypes). ModelConfig's bounds keep even the module objects this builds few."""
+    with torch.device("meta"), _ShapesOnly():
         return build_model(cfg).state_dict()
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """Every value finite once in float32 (float64 beyond its range is not): the float64 sum of the float32
+    values is finite exactly then. numpy's single-threaded sum: torch's thread pool made this check cost more
+    than loading on a busy machine."""
+    return bool(np.isfinite(t.detach().to(torch.float32).numpy().sum(dtype=np.float64)))
 
 
 def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], where: str) -> list[str]:
@@ -157,7 +185,7 @@ def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
                                   f"{str(v.dtype).removeprefix('torch.')} (quantized or integer weights are not "
                                   "supported; float16, bfloat16 and float64 are converted to float32)")
             converted.setdefault(got, []).append(k)
-        if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all()):
+        if state[k].is_floating_point() and not _finite(state[k]):
             raise MossepError(f"{where}: tensor {k} holds NaN or infinite values")
     notes = []
     for dtype, keys in converted.items():
