@@ -8,8 +8,9 @@ Stitching one chunk:
 1. `fit_to_mixture`: a separation model's output level is arbitrary (SI-SNR training), so each chunk's
    estimates get the per-speaker gains whose weighted sum best matches the chunk's mixture (least squares).
 2. `choose_permutation`: the order of the chunk's outputs is arbitrary, so it is matched to what is already
-   stitched over the overlap (the permutation with the least squared error); when the overlap is too quiet
-   to tell, the previous chunk's permutation is kept.
+   stitched over the overlap (the permutation with the least squared error, among all C! orders); when the
+   overlap is too quiet to tell, the previous chunk's permutation is kept (with three or more talkers, also
+   for the outputs that are quiet there while others talk).
 3. optionally (`track_speakers`), `mossep.tracking.SpeakerTracker` checks that order against running voice
    profiles of the outputs and overrides it when the profiles clearly say the talkers were swapped inside an
    earlier chunk (which the overlap match alone would carry to the end of the recording).
@@ -129,7 +130,9 @@ def choose_permutation(stitched: np.ndarray, est: np.ndarray, mix_overlap: np.nd
 
     stitched, est: [C, L] over the overlap (est already level-fitted); returns perm with est[perm[i]] going to
     output i. Picks the permutation with the least squared error (equivalently the largest sum of inner
-    products); keeps `previous` when the overlap is quiet or no permutation is better than it.
+    products) among all C! orders; keeps `previous` when the overlap is quiet or no permutation is better than
+    it. With three or more talkers, the outputs that are quiet over the overlap while others are not (talkers
+    who pause there) cannot be told apart by it, so they keep their previous order (keep_quiet_outputs).
     """
     prev = tuple(int(p) for p in previous)
     if is_quiet(mix_overlap, reference_power, quiet_db):
@@ -140,7 +143,34 @@ def choose_permutation(stitched: np.ndarray, est: np.ndarray, mix_overlap: np.nd
     idx = np.arange(len(s))
     scores = {p: float(inner[idx, list(p)].sum()) for p in permutations(len(s))}
     best = max(scores, key=lambda p: scores[p])
-    return best if scores[best] > scores[prev] else prev
+    chosen = best if scores[best] > scores[prev] else prev
+    quiet = [is_quiet(out, reference_power, quiet_db) for out in s]
+    return keep_quiet_outputs(chosen, prev, quiet)
+
+
+def keep_quiet_outputs(chosen: Sequence[int], previous: Sequence[int], quiet: Sequence[bool]) -> tuple[int, ...]:
+    """`chosen` with the estimates it gives the quiet outputs re-dealt among them as `previous` had them.
+
+    Applies when at least two outputs are quiet and at least one is not (so never for two talkers): the live
+    outputs keep the estimates the overlap matched to them; each quiet output takes its previous estimate if
+    that one is left for the quiet outputs, the others take what remains in `chosen`'s order.
+    """
+    chosen = tuple(int(p) for p in chosen)
+    quiet_idx = [i for i, q in enumerate(quiet) if q]
+    if len(quiet_idx) < 2 or len(quiet_idx) == len(chosen):
+        return chosen
+    pool = [chosen[i] for i in quiet_idx]
+    out = list(chosen)
+    free = []
+    for i in quiet_idx:
+        if int(previous[i]) in pool:
+            out[i] = int(previous[i])
+        else:
+            free.append(i)
+    rest = [p for p in pool if p not in {out[i] for i in quiet_idx if i not in free}]
+    for i, p in zip(free, rest):
+        out[i] = p
+    return tuple(out)
 
 
 class OverlapAdd:

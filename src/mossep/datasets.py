@@ -171,7 +171,9 @@ def manifest_items(path: str | Path) -> list[Item]:
             continue
         cells = [row.get("mix", "")] + [row.get(c, "") for c in src_cols]
         if not all(cells):
-            raise MossepError(f"{path}:{line}: empty mix or source path")
+            empty = (["mix"] + src_cols)[cells.index("")]
+            raise MossepError(f"{path}:{line}: empty {empty} path (every row needs mix and {','.join(src_cols)}: "
+                              "a set holds mixtures of one talker count)")
         mix, *sources = [(path.parent / c) for c in cells]
         for p in (mix, *sources):
             _check_listed_file(p, f"{path}:{line}")

@@ -54,10 +54,11 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
     return x
 
 
-def load_speaker_folders(roots: list[Path], sample_rate: int) -> dict[str, list[np.ndarray]]:
+def load_speaker_folders(roots: list[Path], sample_rate: int, min_speakers: int = 2) -> dict[str, list[np.ndarray]]:
     """{speaker: [utterance, ...]} at `sample_rate`, from every ROOT/<speaker>/*.<audio>.
 
-    Speaker ids are prefixed with the root's name so equal folder names in two sets stay apart.
+    Speaker ids are prefixed with the root's name so equal folder names in two sets stay apart. MossepError
+    when fewer than `min_speakers` speakers have audio (a mixture of C talkers needs C distinct speakers).
     """
     speakers: dict[str, list[np.ndarray]] = {}
     for root in roots:
@@ -74,8 +75,9 @@ def load_speaker_folders(roots: list[Path], sample_rate: int) -> dict[str, list[
                     utts.append(x)
             if utts:
                 speakers[f"{root.name}/{spk_dir.name}"] = utts
-    if len(speakers) < 2:
-        raise MossepError(f"need at least 2 speakers with audio under {', '.join(map(str, roots))}, found {len(speakers)}")
+    if len(speakers) < max(min_speakers, 2):
+        raise MossepError(f"need at least {max(min_speakers, 2)} speakers with audio under "
+                          f"{', '.join(map(str, roots))}, found {len(speakers)}")
     return speakers
 
 
@@ -95,7 +97,7 @@ def _rms(x: np.ndarray) -> float:
 
 def make_mixture(speakers: dict[str, list[np.ndarray]], spec: MixSpec, rng: np.random.Generator,
                  sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """One random mixture: (mix [T], sources [C, T]), distinct speakers, random crops and gains.
+    """One random mixture: (mix [T], sources [C, T]) of C = spec.num_spks distinct speakers, random crops and gains.
 
     Each source is scaled to a random level around -25 dBFS RMS (+-gain_db/2 each, so relative gains span
     +-gain_db), and inverted with probability 1/2 if spec.random_polarity; the mixture is the sum and is
@@ -135,7 +137,8 @@ def validation_mixtures(roots: list[Path], sample_rate: int, count: int, seconds
                         gain_db: float = 5.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """The fixed validation mixtures (fixed_validation_set) of the speakers under `roots`."""
     spec = MixSpec(int(seconds * sample_rate), num_spks, gain_db)
-    return fixed_validation_set(load_speaker_folders([Path(r) for r in roots], sample_rate), spec, count, sample_rate)
+    speakers = load_speaker_folders([Path(r) for r in roots], sample_rate, num_spks)
+    return fixed_validation_set(speakers, spec, count, sample_rate)
 
 
 def fixed_validation_set(speakers, spec: MixSpec, count: int, sample_rate: int, seed: int = 20231) -> list[tuple[np.ndarray, np.ndarray]]:

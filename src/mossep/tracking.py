@@ -1,7 +1,7 @@
 """Speaker tracking across chunks: keep each talker on the same output for a whole recording.
 
 `mossep.chunking` orders each chunk's outputs by matching them to the already-stitched output over the
-overlap. That is exact at the boundary, but when the model itself swaps its two outputs *inside* a chunk
+overlap. That is exact at the boundary, but when the model itself swaps two outputs *inside* a chunk
 (it does in about 0.5-1 % of 4 s windows, usually where one talker pauses), the overlap match faithfully
 carries the swap to the end of the file. This module keeps a cheap running profile of each output's voice
 and, at each chunk boundary, checks the overlap's choice against it, so that a swap made inside chunk k is
@@ -40,9 +40,10 @@ MIN_CHUNK_SECONDS = 1.5  # counted speech each output of a chunk needs to take p
 # below 1 dB), 0.5 healed all 26.
 MIN_DISTINCT_DB = 0.5
 # Score lead (cosine units; for two talkers the swapped order scores the negative of the kept one, so 1.2 means
-# the kept order scores -0.6 or less) needed to override. In the same measurement (clean and injected-swap
-# files), 532 correctly ordered chunks with reliable profiles scored -0.31 at worst (1 % below +0.39, median
-# +0.95); chunks with a swap carried into them mostly -0.67 to -0.99.
+# the kept order scores -0.6 or less) needed to override, for two talkers. In the same measurement (clean and
+# injected-swap files), 532 correctly ordered chunks with reliable profiles scored -0.31 at worst (1 % below
+# +0.39, median +0.95); chunks with a swap carried into them mostly -0.67 to -0.99. With C talkers the lead a
+# swap of two voices gives is smaller (see override_margin), so the margin shrinks with it.
 OVERRIDE_MARGIN = 1.2
 # Once the profiles are reliable, a chunk whose chosen order scores below this (it looks swapped, but not
 # clearly enough to override) is left out of the profiles, so that a swap not undone does not blur them.
@@ -128,7 +129,8 @@ def permutation_scores(profiles: np.ndarray, chunk: np.ndarray) -> dict[tuple[in
     profiles and the centred chunk profiles put in that order: sum_i <P_i - mean P, Q_p[i] - mean Q> / (|P'| |Q'|).
 
     1 = the chunk's voices differ exactly as the running ones do, in this order; for two talkers the swapped
-    order scores the negative of the kept one. All zero when either side has no differences.
+    order scores the negative of the kept one (for C talkers the scores of the C! orders sum to 0). All zero when
+    either side has no differences.
     """
     P = np.asarray(profiles, dtype=np.float64)
     Q = np.asarray(chunk, dtype=np.float64)
@@ -140,14 +142,24 @@ def permutation_scores(profiles: np.ndarray, chunk: np.ndarray) -> dict[tuple[in
     return out
 
 
+def override_margin(num_spks: int) -> float:
+    """The score lead needed to override the overlap match with `num_spks` outputs: OVERRIDE_MARGIN (set for two
+    talkers) times the lead of the right order over a swap of two voices among num_spks equally distinct ones
+    with exact profiles, relative to two talkers. That lead is 2 / (C - 1) (swapping voices i and j costs
+    |P_i - P_j|^2 / |P|^2 in permutation_scores): 2 for two talkers, 1 for three, so 1.2 becomes 0.6."""
+    return OVERRIDE_MARGIN / max(int(num_spks) - 1, 1)
+
+
 def decide(matched: Sequence[int], profiles: np.ndarray, profile_counts: np.ndarray, chunk: np.ndarray,
            chunk_counts: np.ndarray, frames_per_second: float, min_profile_seconds: float = MIN_PROFILE_SECONDS,
            min_chunk_seconds: float = MIN_CHUNK_SECONDS, min_distinct_db: float = MIN_DISTINCT_DB,
-           margin: float = OVERRIDE_MARGIN) -> tuple[int, ...]:
+           margin: float | None = None) -> tuple[int, ...]:
     """The chunk's order from the overlap match `matched` and the profiles: `matched` unless every running
     profile and every chunk output has enough counted speech, the running profiles are distinct, and another
-    order beats `matched` by at least `margin` in permutation_scores; then that order."""
+    of the C! orders beats `matched` by at least `margin` (None: override_margin(C)) in permutation_scores; then
+    the best-scoring order."""
     matched = tuple(int(v) for v in matched)
+    margin = override_margin(len(matched)) if margin is None else margin
     if np.min(profile_counts) < min_profile_seconds * frames_per_second:
         return matched  # profiles not yet reliable (start of the recording, or one talker silent so far)
     if np.min(chunk_counts) < min_chunk_seconds * frames_per_second:

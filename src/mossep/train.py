@@ -39,6 +39,7 @@ class TrainConfig:
     arch: str = "mossformer"
     size: str = "cpu-small"  # preset name (models.config.PRESETS)
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's ModelConfig fields
+    num_spks: int | None = None  # talkers per mixture = model outputs (None: model.num_spks, the preset's 2, or --init's)
     init: str | None = None  # fine-tune from this checkpoint (any format mossep loads)
     sample_rate: int = 8000
     train_dirs: list[str] = field(default_factory=list)  # SET/<speaker>/*.flac folders for dynamic mixing
@@ -109,9 +110,9 @@ _NUMBERS = {
     "speed_perturb": (float, 0, True), "lr": (float, 0, False), "weight_decay": (float, 0, True),
     "clip_grad": (float, 0, True), "plateau_factor": (float, 0, False), "min_lr": (float, 0, True),
     "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
-    "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True),
+    "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True), "num_spks": (int, 2, True),
 }
-_OPTIONAL = ("init", "threads", "max_minutes")
+_OPTIONAL = ("init", "threads", "max_minutes", "num_spks")
 _LISTS = ("train_dirs", "train_sets", "valid_dirs")
 
 
@@ -180,7 +181,8 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return preset(cfg.size, arch=cfg.arch, sample_rate=cfg.sample_rate, **cfg.model)
+    talkers = {} if cfg.num_spks is None else {"num_spks": cfg.num_spks}
+    return preset(cfg.size, arch=cfg.arch, sample_rate=cfg.sample_rate, **{**cfg.model, **talkers})
 
 
 def lr_at(step: int, base: float, warmup: int) -> float:
@@ -272,6 +274,8 @@ class Trainer:
 
         if cfg.init:
             loaded = load_checkpoint(cfg.init)
+            if cfg.num_spks is not None and cfg.num_spks != loaded.config.num_spks:
+                raise MossepError(f"{cfg.init}: separates {loaded.config.num_spks} talkers, not --num-spks {cfg.num_spks}")
             self.model = loaded.model
             self.init_note = f"fine-tuned from {cfg.init} ({loaded.source})"
         else:
@@ -291,7 +295,7 @@ class Trainer:
         segment = int(cfg.segment_seconds * sr)
         self.data: list = []
         if cfg.train_dirs:
-            speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr)
+            speakers = dm.load_speaker_folders([Path(p) for p in cfg.train_dirs], sr, self.mcfg.num_spks)
             spec = dm.MixSpec(segment, self.mcfg.num_spks, cfg.gain_db, cfg.speed_perturb, cfg.random_polarity)
             self.data.append(td.DynamicMixing(speakers, spec, sr))
         if cfg.train_sets:

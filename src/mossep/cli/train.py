@@ -37,6 +37,7 @@ def train(
     out_dir: Optional[str] = typer.Option(None, "--out-dir", "-o", help="Folder for checkpoints and logs [runs/train]."),
     arch: Optional[str] = typer.Option(None, help="mossformer or mossformer2."),
     size: Optional[str] = typer.Option(None, help="Model size preset: tiny, cpu-small, cpu-base, paper-s, paper-m, paper-l."),
+    num_spks: Optional[int] = typer.Option(None, "--num-spks", help="Talkers per mixture and model outputs [2]; 3 mixes three distinct speakers."),
     init: Optional[str] = typer.Option(None, help="Fine-tune from this checkpoint (mossep file, ModelScope dir, ClearerVoice file)."),
     train_dir: Optional[List[str]] = typer.Option(None, "--train-dir", help="SET/<speaker>/*.flac folder for dynamic mixing (repeatable)."),
     train_set: Optional[List[str]] = typer.Option(None, "--train-set", help="Fixed mixture set: LibriMix folder, itemN_mix folder or mix,s1,s2 CSV (repeatable)."),
@@ -62,7 +63,7 @@ def train(
     from ..train import TrainConfig, Trainer, check_run_folder, clear_run_folder
 
     opts = TrainConfig.from_file(config) if config else {}
-    given = dict(out_dir=out_dir, arch=arch, size=size, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
+    given = dict(out_dir=out_dir, arch=arch, size=size, num_spks=num_spks, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
                  segment_seconds=segment_seconds, batch_size=batch_size, steps=steps, lr=lr, valid_every=valid_every,
                  checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, max_minutes=max_minutes,
                  reverb=reverb, noise=noise, eq=eq, quiet=quiet or None)
