@@ -214,6 +214,19 @@ def test_download_left_by_an_earlier_run_is_continued(hub):
     assert (record["path"] / "masknet.bin").read_bytes() == files["masknet.bin"] and not part.exists()
 
 
+def test_huggingface_download_left_by_an_earlier_run_is_continued(hub):
+    files = kit(MS_KIT)
+    hub.add_hf("test/m", files)
+    sha = hashlib.sha256(files["masknet.bin"]).hexdigest()
+    part = models_root() / "huggingface" / "models--test--m" / "blobs" / f"{sha}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(files["masknet.bin"][:1000])
+    record = fetch(lookup("hf:test/m"))
+    assert [r for m, p, r in hub.requests if "masknet.bin" in p and m == "GET"] == ["bytes=1000-"]
+    assert (record["path"] / "masknet.bin").read_bytes() == files["masknet.bin"] and not part.exists()
+    assert (record["path"] / "masknet.bin").resolve() == part.with_name(sha)  # huggingface_hub's own layout
+
+
 @pytest.mark.parametrize("mode", ["404", "500", "hang"])
 @pytest.mark.parametrize("where", ["modelscope", "huggingface"])
 def test_hub_errors_are_one_line_within_the_timeout(hub, capsys, mode, where):

@@ -13,6 +13,12 @@ import numpy as np
 MODEL_INPUT_DBFS = -22.0  # RMS of a training mixture: two talkers at -25 dBFS each (mossep.dynamic_mix)
 
 
+def training_level_dbfs(num_spks: int) -> float:
+    """RMS of a training mixture of `num_spks` talkers at -25 dBFS each: MODEL_INPUT_DBFS for two, and 10 log10
+    of the talker count relative to that (independent talkers' powers add): about -20.2 dBFS for three."""
+    return MODEL_INPUT_DBFS + 10.0 * float(np.log10(max(int(num_spks), 1) / 2.0))
+
+
 def level_gains(audios: np.ndarray, dbfs: float = MODEL_INPUT_DBFS) -> np.ndarray:
     """Per-row gains [B] that bring each row of audios [B, L] to an RMS of `dbfs` (computed in float64, so
     no finite input overflows); 1 for silent rows."""

@@ -27,7 +27,7 @@ from .errors import MossepError
 from .fsutil import check_output_file, existing_outputs, remove_stale_temps, removing_new_dirs_on_error
 from .hum import without_hum
 from .official_pipelines import for_checkpoint
-from .level import to_model_level
+from .level import to_model_level, training_level_dbfs
 from .postfilter import post_filter
 from .tracking import TRACK_SPEAKERS
 
@@ -224,7 +224,7 @@ class Separator:
         if self.raw:
             net = lambda x: torch.from_numpy(self._run_model(x.to(self.device)))  # noqa: E731
             return np.stack([self.official(net, a) for a in np.asarray(audios, np.float32)]).astype(np.float64)
-        audios, gains = to_model_level(audios)
+        audios, gains = to_model_level(audios, training_level_dbfs(self.num_speakers))
         x = torch.from_numpy(audios).to(self.device)
         views = [self._run_model(x if sign > 0 else -x) for sign in self.signs]  # merge_views fixes the signs
         est = views[0] if len(views) == 1 else np.stack(

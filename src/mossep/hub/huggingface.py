@@ -2,11 +2,12 @@
 handling, HF_ENDPOINT and HF_HUB_OFFLINE.
 
 model_info(files_metadata=True) gives the commit a revision points to and each file's published hash (the
-sha256 of an LFS file, the git blob id of another); every file is then downloaded at that exact commit with
-hf_hub_download. huggingface_hub 2.4 names a blob after its ETag and checks its size, but does not hash the
-content, so each file is hashed here and removed from its cache when it differs. A connection cut during a
-download is resumed by huggingface_hub (HTTP Range, up to 5 times); a process killed mid-file starts that
-file again next time (huggingface_hub keeps no partial file).
+sha256 of an LFS file, the git blob id of another); every file is then taken at that exact commit.
+huggingface_hub 2.4 names a blob after its ETag (an LFS file's sha256) and checks its size, but does not hash
+the content, and it keeps no partial file, so a killed download starts again. So an LFS file (the weights)
+is downloaded here, resumable and sha256-checked (download.download), straight to the blob name huggingface_hub
+gives it; hf_hub_download then only links it into the commit's snapshot folder. Small files go through
+hf_hub_download alone and are hashed (git blob id) afterwards; one that differs is removed from the cache.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .download import HubError, ProgressBar, check_hash, host_of
+from .download import HubError, ProgressBar, check_hash, download, host_of
 from .registry import ModelEntry
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -75,18 +76,36 @@ class HuggingFaceRepo:
         self.files = {s.rfilename: s for s in info.siblings or []}
         return list(self.files)
 
+    def _prefill_blob(self, name: str, lfs: Any, pinned: str | None) -> Path:
+        """Download an LFS file to huggingface_hub's blob name for it (its sha256), resumable and checked."""
+        import httpx2
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.file_download import repo_folder_name
+        from huggingface_hub.utils import build_hf_headers
+
+        blob = self.cache / repo_folder_name(repo_id=self.entry.repo, repo_type="model") / "blobs" / lfs.sha256
+        if blob.is_file() and blob.stat().st_size == lfs.size:
+            return blob
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        url = hf_hub_url(self.entry.repo, name, revision=self.commit, endpoint=self.endpoint)
+        with httpx2.Client(timeout=httpx2.Timeout(self.timeout), follow_redirects=True,
+                           headers=build_hf_headers()) as client:
+            download(client, url, blob, name, lfs.size, lfs.sha256, pinned)
+        return blob
+
     def get(self, name: str, pinned: str | None = None) -> tuple[Path, dict[str, Any]]:
         from huggingface_hub import hf_hub_download
 
+        sibling = self.files[name]
+        lfs = sibling.lfs
+        checked = self._prefill_blob(name, lfs, pinned) if lfs is not None and lfs.sha256 else None
         try:
             path = Path(hf_hub_download(self.entry.repo, name, revision=self.commit, cache_dir=self.cache,
                                         endpoint=self.endpoint, etag_timeout=self.timeout, tqdm_class=ProgressBar))
         except Exception as e:  # noqa: BLE001
             raise _hub_error(e, self.timeout) from None
-        sibling = self.files[name]
-        lfs = sibling.lfs
-        try:
-            digest = check_hash(path, name, host_of(self.endpoint), sha256=lfs.sha256 if lfs else None,
+        try:  # unless it is the blob checked above, hash what hf_hub_download returns
+            digest = lfs.sha256 if checked is not None and path.resolve() == checked.resolve() else check_hash(path, name, host_of(self.endpoint), sha256=lfs.sha256 if lfs else None,
                                 git_sha1=None if lfs else sibling.blob_id, pinned=pinned)
         except HubError:
             blob = path.resolve()
