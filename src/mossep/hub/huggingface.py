@@ -76,16 +76,17 @@ class HuggingFaceRepo:
         self.files = {s.rfilename: s for s in info.siblings or []}
         return list(self.files)
 
-    def _prefill_blob(self, name: str, lfs: Any, pinned: str | None) -> Path:
-        """Download an LFS file to huggingface_hub's blob name for it (its sha256), resumable and checked."""
+    def _prefill_blob(self, name: str, lfs: Any, pinned: str | None) -> Path | None:
+        """Download an LFS file to huggingface_hub's blob name for it (its sha256), resumable and checked;
+        the blob, or None when it was there already (get() then checks it)."""
         import httpx2
         from huggingface_hub import hf_hub_url
         from huggingface_hub.file_download import repo_folder_name
         from huggingface_hub.utils import build_hf_headers
 
         blob = self.cache / repo_folder_name(repo_id=self.entry.repo, repo_type="model") / "blobs" / lfs.sha256
-        if blob.is_file() and blob.stat().st_size == lfs.size:
-            return blob
+        if blob.is_file():
+            return None
         blob.parent.mkdir(parents=True, exist_ok=True)
         url = hf_hub_url(self.entry.repo, name, revision=self.commit, endpoint=self.endpoint)
         with httpx2.Client(timeout=httpx2.Timeout(self.timeout), follow_redirects=True,
@@ -104,9 +105,12 @@ class HuggingFaceRepo:
                                         endpoint=self.endpoint, etag_timeout=self.timeout, tqdm_class=ProgressBar))
         except Exception as e:  # noqa: BLE001
             raise _hub_error(e, self.timeout) from None
-        try:  # unless it is the blob checked above, hash what hf_hub_download returns
-            digest = lfs.sha256 if checked is not None and path.resolve() == checked.resolve() else check_hash(path, name, host_of(self.endpoint), sha256=lfs.sha256 if lfs else None,
-                                git_sha1=None if lfs else sibling.blob_id, pinned=pinned)
+        try:  # unless it is the blob just checked, hash what hf_hub_download returns
+            if checked is not None and path.resolve() == checked.resolve():
+                digest = lfs.sha256
+            else:
+                digest = check_hash(path, name, host_of(self.endpoint), sha256=lfs.sha256 if lfs else None,
+                                    git_sha1=None if lfs else sibling.blob_id, pinned=pinned)
         except HubError:
             blob = path.resolve()
             path.unlink(missing_ok=True)  # the snapshot's link (or the file itself without symlinks)
