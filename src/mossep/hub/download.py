@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from ..errors import MossepError
 
 CHUNK = 1 << 20
-ATTEMPTS = 5  # tries of one file in a row, each of which must have received data (a cut connection resumes)
+ATTEMPTS = 5  # resumes of one file within a run, each after a try that received data
 
 
 class HubError(MossepError):
@@ -105,7 +105,7 @@ def _start_of_range(response: Any) -> int | None:
 def download(client: Any, url: str, dest: Path, name: str, size: int | None, sha256: str | None,
              pinned: str | None = None) -> str:
     """Fetch `url` to `dest` through `dest.part`, continuing a `.part` that an earlier try left (HTTP Range);
-    a connection that breaks after sending data is resumed up to ATTEMPTS times in a row. The finished file is
+    a connection that breaks after sending data is resumed (up to ATTEMPTS times). The finished file is
     checked against `size` and the hashes before it is renamed to `dest`; one that does not match is deleted.
     Returns the sha256. The caller holds the model's fetch lock (the .part name is fixed so a later run can
     continue it)."""
