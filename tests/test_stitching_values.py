@@ -1,0 +1,85 @@
+"""Stitching by value: what the overlap-add gives sample by sample where two chunks disagree (the seams a
+listener would hear), and the exact windows, gains and decisions behind it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mossep.chunking import (OverlapAdd, chunk_window, choose_permutation, fade, fit_to_mixture, is_quiet,
+                             plan_chunks, stitch)
+
+
+def test_fade_rises_as_a_raised_cosine():
+    f = fade(8)
+    assert np.all(np.diff(f) > 0)  # a fade-in rises
+    np.testing.assert_allclose(f, np.sin(0.5 * np.pi * (np.arange(8) + 0.5) / 8) ** 2, atol=1e-12)
+    assert fade(0).size == 0
+
+
+def test_chunk_window_fades_in_at_the_start_and_out_at_the_end():
+    w = chunk_window(12, 4, 3)
+    np.testing.assert_allclose(w[:4], fade(4), atol=1e-12)
+    np.testing.assert_allclose(w[-3:], fade(3)[::-1], atol=1e-12)
+    assert np.all(w[4:9] == 1.0)
+    np.testing.assert_allclose(chunk_window(6, 0, 0), np.ones(6))
+    # fades longer than the chunk: truncated, and multiplied where they meet
+    short = chunk_window(3, 5, 5)
+    np.testing.assert_allclose(short, fade(5)[:3] * fade(5)[::-1][2:], atol=1e-12)
+
+
+def test_the_seam_is_a_crossfade_from_one_chunk_to_the_next():
+    """Two chunks whose estimates disagree over the overlap (constant 1 then constant 3): the output there
+    goes from the first chunk's value to the second's along the fade, and is each chunk's own value outside."""
+    overlap, L = 6, 16
+    ola = OverlapAdd(1, overlap, fit_level=False)
+    ones = np.ones((1, L))
+    ola.add(0, ones, np.ones(L), first=True, last=False)
+    ola.add(L - overlap, 3 * ones, np.ones(L), first=False, last=True)
+    out = ola.pop(2 * L - overlap)[0].astype(np.float64)
+    assert out.shape == (2 * L - overlap,)
+    np.testing.assert_allclose(out[: L - overlap], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[L:], 3.0, atol=1e-6)
+    np.testing.assert_allclose(out[L - overlap: L], 1.0 + 2.0 * fade(overlap), atol=1e-6)
+
+
+def test_the_first_and_last_chunks_are_not_faded_at_the_file_edges():
+    ola = OverlapAdd(1, 4, fit_level=False)
+    ola.add(0, np.full((1, 10), 2.0), np.ones(10), first=True, last=True)
+    np.testing.assert_allclose(ola.pop(10)[0], 2.0, atol=1e-6)
+
+
+def test_level_fit_scales_each_chunk_to_the_mixture():
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal((2, 400))
+    g = fit_to_mixture(src * np.array([[4.0], [0.25]]), src.sum(0))
+    np.testing.assert_allclose(g, [0.25, 4.0], rtol=1e-3)
+    ola = OverlapAdd(2, 100)
+    ola.add(0, src[:, :250] * 5.0, src.sum(0)[:250], first=True, last=False)
+    ola.add(150, src[:, 150:] * 0.1, src.sum(0)[150:], first=False, last=True)
+    np.testing.assert_allclose(ola.pop(400), src, atol=1e-3)
+    assert fit_to_mixture(np.zeros((2, 50)), np.ones(50)).tolist() == [0.0, 0.0]
+
+
+def test_quiet_threshold_is_30_db_under_the_mean_power():
+    x = np.ones(100)
+    assert not is_quiet(x * 10 ** (-29 / 20), 1.0)
+    assert is_quiet(x * 10 ** (-31 / 20), 1.0)
+    assert is_quiet(np.zeros(0), 1.0)
+    # a permutation is decided over an overlap 20 dB down, not over one 40 dB down
+    s = np.stack([np.sin(np.arange(200) * 0.3), np.cos(np.arange(200) * 0.11)])
+    swapped = s[::-1]
+    assert choose_permutation(s, swapped, s.sum(0) * 0.1, 1.0, (0, 1)) == (1, 0)
+    assert choose_permutation(s, swapped, s.sum(0) * 0.01, 1.0, (0, 1)) == (0, 1)
+
+
+def test_stitch_follows_the_plan_and_returns_each_chunks_permutation():
+    rng = np.random.default_rng(3)
+    n, chunk, overlap = 1000, 300, 60
+    src = rng.standard_normal((2, n))
+    plan = plan_chunks(n, chunk, overlap)
+    est = [src[:, s:e] if i % 2 == 0 else src[::-1, s:e] for i, (s, e) in enumerate(plan)]
+    out, perms = stitch(est, plan, src.sum(0), overlap)
+    np.testing.assert_allclose(out, src, atol=1e-3)
+    assert perms == [(0, 1) if i % 2 == 0 else (1, 0) for i in range(len(plan))]
+    empty, none = stitch([], [], np.zeros(5), 2)
+    assert empty.shape == (0, 5) and none == []
