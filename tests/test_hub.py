@@ -384,3 +384,17 @@ def test_a_downloaded_file_never_runs_code(hub, tmp_path):
     with pytest.raises(MossepError):
         load_checkpoint("mossformer2-whamr-2spk")
     assert not marker.exists()
+
+
+def test_endpoints_follow_the_environment(monkeypatch):
+    from mossep.hub import huggingface, modelscope
+
+    for var in ("MOSSEP_MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    assert modelscope.endpoint() == "https://www.modelscope.cn" and huggingface.endpoint() == "https://huggingface.co"
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", "www.modelscope.ai")  # the official client's variable: a host name
+    assert modelscope.endpoint() == "https://www.modelscope.ai"
+    monkeypatch.setenv("MOSSEP_MODELSCOPE_ENDPOINT", "http://mirror.example:8080/")
+    assert modelscope.endpoint() == "http://mirror.example:8080"
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example/")
+    assert huggingface.endpoint() == "https://hf-mirror.example"

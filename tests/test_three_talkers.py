@@ -19,6 +19,7 @@ from mossep.checkpoints import load_checkpoint, save_native
 from mossep.chunking import choose_permutation, keep_quiet_outputs, plan_chunks, stitch
 from mossep.cli import main
 from mossep.errors import MossepError
+from mossep.level import training_level_dbfs
 from mossep.models import build_model, preset
 from mossep.separator import Separator
 from mossep.tracking import decide, override_margin, permutation_scores
@@ -246,6 +247,15 @@ def test_batch_and_python_api_write_three_outputs(tiny3, talk3, tmp_path, capsys
     paths = sep.separate_file(path, tmp_path / "api", subtype="FLOAT")
     assert [p.name for p in paths] == ["talk_spk1.wav", "talk_spk2.wav", "talk_spk3.wav"]
     np.testing.assert_allclose(np.stack([sf.read(p, dtype="float32")[0] for p in paths]), ref, atol=1e-6)
+
+
+def test_chunks_reach_a_three_talker_model_at_its_training_level(tiny3, monkeypatch):
+    assert training_level_dbfs(2) == -22.0  # two talkers at -25 dBFS each, as before
+    sep = Separator(tiny3, device="cpu", chunk_seconds=0)
+    seen, real = [], sep._run_model
+    monkeypatch.setattr(sep, "_run_model", lambda x: (seen.append(float(x.double().pow(2).mean().sqrt())), real(x))[1])
+    sep.separate((0.3 * three_voices(2.0).sum(0)).astype(np.float32), SR)
+    assert 20 * np.log10(seen[0]) == pytest.approx(-22.0 + 10 * np.log10(3 / 2), abs=0.01)  # 1.8 dB above two
 
 
 # ---------------------------------------------------------------- evaluate
