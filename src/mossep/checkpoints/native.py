@@ -57,6 +57,12 @@ def save_native(model: Separator, path: Path, metadata: dict[str, Any] | None = 
         save_file(state, str(tmp), metadata=header)
 
 
+def _short(e: Exception) -> str:
+    """safetensors' message without its prefix and its list of every dtype it knows, at most 160 characters."""
+    text = reason(e).removeprefix("Error while deserializing header: ").split(", expected one of")[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def _header_json(header: dict[str, str], key: str, default: str, path: Path) -> dict:
     """A header entry that must hold a JSON object."""
     try:
@@ -79,7 +85,7 @@ def load_native(path: Path) -> tuple[Separator, dict[str, Any], list[str]]:
         opened = safe_open(str(path), framework="pt")
         header = opened.metadata() or {}
     except Exception as e:
-        raise MossepError(f"{path}: not a readable safetensors checkpoint ({reason(e)})") from None
+        raise MossepError(f"{path}: not a readable safetensors checkpoint ({_short(e)})") from None
     with opened as f:
         if header.get("format") != FORMAT:
             raise MossepError(f"{path}: safetensors file is not a mossep checkpoint (no 'format: mossep' header)")
