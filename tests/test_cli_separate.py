@@ -195,10 +195,18 @@ def test_stdin_in_process(tmp_path, capsysbinary, monkeypatch, tiny_model_path):
 
 
 def test_stdout_rejects_bad_combinations(tmp_path, capsys, model):
+    """Conflicting or missing output options: exit status 1, one line naming the problem, nothing on stdout (a
+    pipe would take it for audio) and nothing written: no output folder, no file beside the input."""
     src = tone(tmp_path / "a.wav")
-    assert "exactly one input" in run(["separate", src, src, "--stdout", *model], capsys)[2]
-    assert "not both" in run(["separate", src, "--stdout", "-o", tmp_path, *model], capsys)[2]
-    assert "-o OUTDIR" in run(["separate", src, *model], capsys)[2]
+    out_dir = tmp_path / "out"
+    for args, words in [([src, src, "--stdout"], "--stdout takes exactly one input"),
+                        ([src, "--stdout", "-o", out_dir], "give either -o OUTDIR or --stdout, not both"),
+                        ([src], "no output: give -o OUTDIR (or --stdout)"),
+                        ([src, "--stdout", "--format", "flac"], "--stdout writes WAV"),
+                        (["-", "-", "-o", out_dir], "- (stdin) can be given only once")]:
+        code, out, err = run(["separate", *args, *model], capsys)
+        _assert_clean_error(code, out, err, words)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"], args
 
 
 def _assert_clean_error(code: int, out: str, err: str, name: str) -> None:
@@ -279,11 +287,16 @@ def test_second_input_error_stops_before_writing_anything(tmp_path, capsys, mode
 
 
 def test_broken_checkpoint(tmp_path, capsys):
+    """A checkpoint that is not one: exit status 1, one line naming the file, and nothing left behind (the
+    model is loaded before any output folder or file is made)."""
     src = tone(tmp_path / "a.wav")
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x00" * 100)
-    code, out, err = run(["separate", src, "-o", tmp_path / "o", "--model", bad, "--quiet"], capsys)
-    _assert_clean_error(code, out, err, "broken.safetensors")
+    for cmd in (["separate", src, "-o", tmp_path / "o"], ["separate", src, "--stdout"]):
+        code, out, err = run([*cmd, "--model", bad, "--quiet"], capsys)
+        _assert_clean_error(code, out, err, "broken.safetensors")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "broken.safetensors"]
+    assert bad.read_bytes() == b"\x00" * 100
 
 
 def _tree(root: Path) -> None:
