@@ -29,6 +29,7 @@ from .hum import without_hum
 from .official_pipelines import for_checkpoint
 from .level import to_model_level, training_level_dbfs
 from .postfilter import post_filter
+from .solo import SOLO, SpeechMeter, SpeechReport, reassign
 from .tracking import TRACK_SPEAKERS
 
 Progress = Callable[[float, "float | None"], None]  # (seconds done, seconds in total or None)
@@ -105,6 +106,15 @@ def recommended_settings(metadata: dict | None) -> dict:
             "wiener": wiener if isinstance(wiener, bool) else False}
 
 
+class OutputFiles(list):
+    """The output paths of separate_file (a list, one per speaker), and `.speech`: which of them carry speech
+    (mossep.solo.SpeechReport: .speech [bool] and .seconds [float] per output)."""
+
+    def __init__(self, paths: Iterable[Path], speech: SpeechReport):
+        super().__init__(paths)
+        self.speech = speech
+
+
 class Separator:
     """A loaded separation model plus the settings to run it on recordings of any length.
 
@@ -120,14 +130,17 @@ class Separator:
     default there (TRACK_SPEAKERS). remove_hum: take a steady 50/60 Hz mains hum out of each chunk before
     separating it (mossep.hum; nothing is changed where none is found). raw: the official output, exactly: none
     of the above (one pass over the whole input, no DC or hum removal, no level fit or peak limiting), and instead
-    the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint).
+    the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint). solo: where one
+    voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = the
+    default there (SOLO); always off with raw.
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
                  chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
                  batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
-                 track_speakers: bool | None = None, remove_hum: bool = True, raw: bool = False):
+                 track_speakers: bool | None = None, remove_hum: bool = True, raw: bool = False,
+                 solo: bool | None = None):
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
@@ -179,6 +192,7 @@ class Separator:
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
         self.remove_hum = bool(remove_hum)
+        self.solo = (SOLO if solo is None else bool(solo)) and not self.raw
         self.amp_dtype = None
         if self.device.type == "cuda" and not self.raw:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -257,6 +271,8 @@ class Separator:
                 raise MossepError(f"{name}: the model's output is NaN or infinite (a broken checkpoint?); "
                                   "nothing was written")
             for (s, a), e in zip(batch, est):
+                if self.solo:  # one voice alone: its output takes the mixture, the others silence
+                    e = reassign(e, a, sr, lambda x: self._forward(x[None])[0])
                 ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
             if progress is not None:
                 progress(ola.end / sr, total_s)
@@ -343,14 +359,19 @@ class Separator:
         return out_rate, resampled_length(inp.frames, inp.sample_rate, out_rate)
 
     def _pump(self, inp: InputAudio, sink: SpeakerSink, channel: int | None, out_rate: int,
-              progress: Progress | None) -> None:
+              progress: Progress | None) -> SpeechReport:
+        """Separate `inp` into `sink`; returns which outputs carry speech (mossep.solo.SpeechMeter)."""
         sr = self.sample_rate
         n_model = self._check_input(inp)
         blocks = resample_blocks(read_mono_blocks(inp, channel), inp.sample_rate, sr, expected=n_model)
         back = StreamResampler(sr, out_rate, self.num_speakers, expected=sink.expected)
+        meter = SpeechMeter(self.num_speakers, out_rate)
         for est in self.separate_stream(blocks, n_model, progress, inp.name):
-            sink.write(back.process(est.T).T)
-        sink.write(back.flush().T)
+            meter.add(est := back.process(est.T).T)
+            sink.write(est)
+        meter.add(est := back.flush().T)
+        sink.write(est)
+        return meter.report()
 
     def output_paths(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
                      fmt: str = "wav") -> list[Path]:
@@ -360,8 +381,9 @@ class Separator:
     def separate_file(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
                       fmt: str = "wav", subtype: str = "PCM_16", overwrite: bool = False, channel: int | None = None,
                       output_rate: int | None = None, progress: Progress | None = None,
-                      note: Note | None = None, stdin: BinaryIO | None = None) -> list[Path]:
-        """Separate one file ("-" = stdin) into one file per speaker in `out_dir`; returns their paths.
+                      note: Note | None = None, stdin: BinaryIO | None = None) -> OutputFiles:
+        """Separate one file ("-" = stdin) into one file per speaker in `out_dir`; returns their paths (a list
+        whose .speech says which outputs carry speech, see OutputFiles).
 
         channel: 1-based channel to use instead of the downmix. output_rate: default the input's rate.
         note: receives messages such as peak scaling (default: logged as warnings).
@@ -389,18 +411,20 @@ class Separator:
                 check_writable_dir(parent)
                 remove_stale_temps(parent, [p.name for p in paths if p.parent == parent])  # a killed run's
             with SpeakerSink(self.num_speakers, paths[0].parent, expected, limit_peak=not self.raw) as sink:
-                self._pump(inp, sink, channel, out_rate, progress)
+                speech = self._pump(inp, sink, channel, out_rate, progress)
                 sink.commit_files(paths, out_rate, fmt, subtype, overwrite, inp.name, note or log.warning)
-        return paths
+        return OutputFiles(paths, speech)
 
     def separate_to_stream(self, input_path: str | Path, stream: BinaryIO, subtype: str = "PCM_16",
                            channel: int | None = None, output_rate: int | None = None,
                            progress: Progress | None = None, note: Note | None = None,
-                           stdin: BinaryIO | None = None) -> None:
-        """Separate one file ("-" = stdin) into a single WAV on `stream` whose channel k is speaker k."""
+                           stdin: BinaryIO | None = None) -> SpeechReport:
+        """Separate one file ("-" = stdin) into a single WAV on `stream` whose channel k is speaker k; returns
+        which channels carry speech."""
         check_output_format("wav", subtype)
         inp = self._open(input_path, stdin, channel)
         out_rate, expected = self._output_rate(inp, output_rate)
         with SpeakerSink(self.num_speakers, None, expected, limit_peak=not self.raw) as sink:
-            self._pump(inp, sink, channel, out_rate, progress)
+            speech = self._pump(inp, sink, channel, out_rate, progress)
             sink.commit_stream(stream, out_rate, subtype, inp.name, note or log.warning)
+        return speech

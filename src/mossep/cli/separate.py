@@ -18,6 +18,7 @@ from ..fsutil import claimed, existing_outputs, removing_new_dirs_on_error
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from ..tracking import TRACK_SPEAKERS
 from . import options
+from .report import JSON, SOLO_OPTION, JsonReport, describe, speech_of_files
 from .app import app
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
@@ -94,10 +95,10 @@ def _value(v: enum.Enum | str) -> str:
 
 
 def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum,
-          raw=False) -> Separator:
+          raw=False, solo=None) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
                      fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track,
-                     remove_hum=dehum, raw=raw)
+                     remove_hum=dehum, raw=raw, solo=solo)
 
 
 @app.command()
@@ -113,6 +114,7 @@ def separate(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
+    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -128,8 +130,10 @@ def separate(
         raise MossepError("- (stdin) can be given only once")
     if stdout and sys.stdout is None:  # started with stdout closed (`>&-`)
         raise MossepError("--stdout: standard output is closed")
+    report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
+                solo)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -152,13 +156,19 @@ def separate(
             with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
                 if stdout:
                     with _stdout_dropped_on_error():
-                        sep.separate_to_stream(inp, sys.stdout.buffer, subtype=subtype, channel=channel,
-                                               output_rate=sample_rate, progress=update, note=rep.note)
+                        speech = sep.separate_to_stream(inp, sys.stdout.buffer, subtype=subtype, channel=channel,
+                                                        output_rate=sample_rate, progress=update, note=rep.note)
+                    names = [f"channel {k}" for k in range(1, sep.num_speakers + 1)]
+                    rep.note(f"{inp} -> stdout: {describe(speech, names)}")
+                    report.add(inp, None, speech)
                 else:
                     paths = sep.separate_file(inp, output_dir, filename=filename, fmt=fmt, subtype=subtype,
                                               overwrite=overwrite, channel=channel, output_rate=sample_rate,
                                               progress=update, note=rep.note)
-                    rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths))
+                    rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths) + ": "
+                             + describe(paths.speech, [p.name for p in paths]))
+                    report.add(inp, paths, paths.speech)
+    report.write()
 
 
 @contextlib.contextmanager
@@ -215,6 +225,7 @@ def batch(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
+    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON,
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -233,19 +244,23 @@ def batch(
     files = find_audio(input_dir, glob or [], output_dir.resolve())
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
+    report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
-    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw)
+    sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
+                solo)
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
         _batch_files(sep, rep, files, input_dir, output_dir, overwrite,
-                     dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate))
+                     dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate),
+                     report)
 
 
 def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Path, output_dir: Path,
-                 overwrite: bool, how: dict) -> None:
+                 overwrite: bool, how: dict, report: JsonReport) -> None:
     """Separate each file unless its outputs exist or another run holds it (fsutil.claimed: concurrent runs
-    over the same trees each do a file once); print the summary, MossepError if any file failed."""
+    over the same trees each do a file once); say which outputs carry speech (the note and `report`, which for
+    skipped files reads their outputs); print the summary, MossepError if any file failed."""
     done = skipped = elsewhere = 0
     failed: list[str] = []
     owners: dict[Path, Path] = {}
@@ -262,29 +277,40 @@ def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Pa
                 owners.update({p: f for p in paths})
                 if not overwrite and all(p.exists() for p in paths):
                     skipped += 1
+                    report.add(f, paths, speech_of_files(paths) if report.path else None, "skipped")
                 else:
                     with claimed(output_dir, str(paths[0].relative_to(output_dir))) as mine:
                         if not mine:
                             elsewhere += 1
+                            report.add(f, paths, None, "elsewhere")
                         elif not overwrite and all(p.exists() for p in paths):  # finished by another run
                             skipped += 1
+                            report.add(f, paths, speech_of_files(paths) if report.path else None, "skipped")
                         else:
                             with rep.file_task(f.name) as update:
-                                sep.separate_file(f, target, overwrite=overwrite, progress=update, note=rep.note,
-                                                  **how)
+                                out = sep.separate_file(f, target, overwrite=overwrite, progress=update,
+                                                        note=rep.note, **how)
                             done += 1
+                            rep.note(f"{f}: " + describe(out.speech, [p.name for p in out]))
+                            report.add(f, out, out.speech)
             except MossepError as e:
                 failed.append(str(f))
                 rep.error(str(e))
+                report.add(f, None, None, "failed", str(e))
             except Exception as e:  # a model or I/O failure on one file must not stop the batch
                 failed.append(str(f))
                 text = reason(e)
                 rep.error(f"{f}: {type(e).__name__}" + ("" if text == type(e).__name__ else f": {text}"))
+                report.add(f, None, None, "failed", f"{type(e).__name__}: {text}")
             rep.progress.advance(overall)
     summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), "
     if elsewhere:
         summary += f"{elsewhere} being separated by another run, "
     summary += f"{len(failed)} failed"
+    one = sum(1 for e in report.files if e.get("speech") and sum(e["speech"]) == 1)
+    if one:
+        summary += f"; {one} with speech in one output only"
+    report.write()
     rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False)
     if failed:
         raise MossepError(f"{len(failed)} of {len(files)} files failed")
