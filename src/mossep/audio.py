@@ -268,14 +268,14 @@ class SpeakerSink:
         if self.expected is not None:
             frames = frames[: max(self.expected - self.frames, 0)]
         if len(frames):
+            if not np.all(np.isfinite(frames)):
+                raise MossepError("the separated speakers contain NaN or infinite samples (a broken checkpoint, "
+                                  "or input the model cannot handle); nothing was written")
             self.peak = max(self.peak, float(np.abs(frames).max()))
             try:
                 self.file.write(frames.tobytes())
             except OSError as e:
                 raise MossepError(f"{self.where}: cannot write ({os_error_text(e)})") from None
-            if not np.all(np.isfinite(frames)):
-                raise MossepError("the separated speakers contain NaN or infinite samples (a broken checkpoint, "
-                                  "or input the model cannot handle); nothing was written")
             self.frames += len(frames)
 
     def pad_to_expected(self) -> None:
