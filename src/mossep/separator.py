@@ -76,8 +76,10 @@ def output_names(template: str, stem: str, num_spks: int, fmt: str = "wav", ext:
     if len(set(names)) < len(names):
         raise MossepError(f"--filename {template!r}: gives several speakers the same name "
                           f"({max(names, key=names.count)}); {{k}} must tell them apart")
-    if any(not n or n.endswith(("/", "\\")) for n in names):
-        raise MossepError(f"--filename {template!r}: gives an empty file name")
+    if any(not n or n.endswith(("/", "\\")) or n.rsplit("/", 1)[-1] in (".", "..") for n in names):
+        raise MossepError(f"--filename {template!r}: gives an empty file name (or one that names a folder)")
+    if any("\x00" in n for n in names):
+        raise MossepError(f"--filename {template!r}: gives a name with a NUL character")
     if any(Path(n).is_absolute() or ".." in Path(n).parts for n in names):
         raise MossepError(f"--filename {template!r}: names must stay inside the output folder (no leading / or ..)")
     return names
