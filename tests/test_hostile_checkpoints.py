@@ -306,6 +306,22 @@ def test_cli_metadata_a_json_list_is_one_line(tmp_path, tiny_native, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("metadata", [{"inference": [1]}, {"inference": "two passes"}, {"inference": None},
+                                      {"inference": {"passes": "2", "wiener": 1}}, {"inference": {"passes": 10 ** 9}},
+                                      {"source_format": {"a": 1}}, {"sample_rate_source": [1]},
+                                      {"deep": {"a": [1, {"b": None}]}}])
+def test_metadata_values_of_the_wrong_types_fall_back_to_defaults(tmp_path, tiny_native, capsys, metadata):
+    """Metadata is free-form: what mossep reads from it (the recommended passes and post-filter) falls back to
+    the defaults when it has the wrong type, and info prints it; neither crashes."""
+    from mossep import Separator
+
+    path = with_header(tiny_native, tmp_path / "meta.safetensors", metadata=json.dumps(metadata))
+    sep = Separator(str(path), device="cpu", raw=False)
+    assert sep.passes == 1 and sep.wiener is False
+    code, out, err = run(["info", path], capsys)
+    assert code == 0, err
+
+
 # ---------------------------------------------------------------- weights of the wrong dtype or value
 
 

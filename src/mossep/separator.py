@@ -101,7 +101,8 @@ def whole_rate(rate, what: str = "sample rate") -> int:
 def recommended_settings(metadata: dict | None) -> dict:
     """Inference settings a checkpoint's metadata recommends ("inference": {"passes": 2, "wiener": true}),
     falling back to 1 pass and no post-filter for anything absent or invalid."""
-    rec = (metadata or {}).get("inference") or {}
+    rec = (metadata or {}).get("inference")
+    rec = rec if isinstance(rec, dict) else {}  # a file's metadata is untrusted: a list or string here is ignored
     passes = rec.get("passes", 1)
     wiener = rec.get("wiener", False)
     return {"passes": passes if type(passes) is int and 1 <= passes <= MAX_PASSES else 1,
