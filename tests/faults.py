@@ -27,8 +27,10 @@ def run(args: list, capsys) -> tuple[int, str, str]:
 def mossep(args: list, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`mossep ARGS` as a child process (text output, one thread)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}
-    return subprocess.run([sys.executable, "-m", "mossep", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, **kwargs)
+    if "stdout" not in kwargs and "stderr" not in kwargs:
+        kwargs.setdefault("capture_output", True)
+    return subprocess.run([sys.executable, "-m", "mossep", *map(str, args)], text=True, env=env, timeout=timeout,
+                          **kwargs)
 
 
 def tone(path: Path, seconds: float = 1.0, rate: int = 8000, level: float = 1.0, subtype: str | None = None) -> Path:

@@ -1,0 +1,115 @@
+"""A full disk: outputs into a small tmpfs (mounted by the test when it runs as root, skipped otherwise), and
+stdout on /dev/full or closed. One line naming the cause ("disk full"), exit 1, no partial outputs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from faults import leftovers, mossep, one_line_error, run, tone
+
+
+@pytest.fixture()
+def model(tiny_model_path) -> list[str]:
+    return ["--model", str(tiny_model_path), "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """mount(size) -> a folder on a fresh tmpfs of `size` bytes; unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    """Fill the file system of `folder` until about `leave` bytes are free."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free > leave:
+        (folder / "filler").write_bytes(b"\0" * (free - leave))
+
+
+def test_separate_onto_a_full_disk(tmp_path, capsys, model, small_disk):
+    """No room even for the separated audio: one line that says so, nothing left."""
+    disk = small_disk(1 << 20)
+    src = tone(tmp_path / "x.wav", seconds=4.0)
+    _fill(disk, 64 << 10)
+    code, _, err = run(["separate", src, "-o", disk / "out", *model], capsys)
+    one_line_error(code, err, "disk full")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # not even the output folder it made
+
+
+def test_room_for_the_work_but_not_for_the_outputs(tmp_path, capsys, model, small_disk):
+    """The separated audio (float32, both talkers) fits; the encoded outputs then do not: libsndfile's bare
+    "System error" becomes "disk full", and no output appears."""
+    disk = small_disk(4 << 20)
+    src = tone(tmp_path / "x.wav", seconds=4.0)  # 32000 frames: 256 kB float32 for two talkers, 128 kB as PCM_16
+    (disk / "out").mkdir()
+    _fill(disk, 300 << 10)
+    code, _, err = run(["separate", src, "-o", disk / "out", *model], capsys)
+    one_line_error(code, err, "cannot write outputs", "disk full")  # failed at the encoding, as intended
+    assert "System error" not in err
+    assert list((disk / "out").iterdir()) == []
+
+
+def test_batch_onto_a_full_disk_names_the_cause(tmp_path, capsys, model, small_disk):
+    disk = small_disk(1 << 20)
+    for name in ("a", "b"):
+        tone(tmp_path / "in" / f"{name}.wav", seconds=4.0)
+    (disk / "out").mkdir()
+    _fill(disk, 64 << 10)
+    code, _, err = run(["batch", tmp_path / "in", "-o", disk / "out", *model], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and "Traceback" not in err, err
+    assert sum("disk full" in line for line in lines) == 2, err
+    assert "2 failed" in lines[-2] and not any("System error" in line for line in lines)
+    assert [p for p in (disk / "out").rglob("*") if p.is_file()] == []
+
+
+def test_stdout_on_a_full_device(tmp_path, tiny_model_path):
+    """`--stdout >/dev/full`: one line naming the cause, not a traceback or a second 'Exception ignored'."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    src = tone(tmp_path / "x.wav")
+    with open("/dev/full", "wb") as full:
+        proc = mossep(["separate", src, "--stdout", "--model", tiny_model_path, "--device", "cpu", "--quiet"],
+                      stdout=full, stderr=subprocess.PIPE)
+    one_line_error(proc.returncode, proc.stderr, "output stream", "disk full")
+    assert leftovers(tmp_path) == []
+
+
+def test_stdout_closed(tmp_path, tiny_model_path):
+    src = tone(tmp_path / "x.wav")
+    proc = subprocess.run(f'"{sys.executable}" -m mossep separate "{src}" --stdout --model "{tiny_model_path}" '
+                          "--device cpu >&-", shell=True, capture_output=False, stderr=subprocess.PIPE, text=True,
+                          timeout=300)
+    one_line_error(proc.returncode, proc.stderr, "standard output is closed")
+
+
+def test_outputs_that_fit_are_written(tmp_path, capsys, model, small_disk):
+    """The control: the same work on a disk with room succeeds, so the failures above are the disk's."""
+    disk = small_disk(4 << 20)
+    src = tone(tmp_path / "x.wav", seconds=4.0)
+    code, _, err = run(["separate", src, "-o", disk / "out", *model], capsys)
+    assert code == 0, err
+    assert sf.info(disk / "out" / "x_spk2.wav").frames == 32000
+    assert leftovers(disk) == []
