@@ -350,6 +350,17 @@ def test_other_float_types_load_with_a_note(tmp_path, tiny_native, capsys, dtype
     assert code == 0 and any(name in n and how in n for n in json.loads(out)["notes"]), out
 
 
+def test_separate_and_batch_say_the_weights_were_converted(tmp_path, tiny_native, capsys):
+    path = with_tensors(tiny_native, tmp_path / "half.safetensors", lambda k, v: v.half())
+    wav = tone(tmp_path / "in" / "x.wav")
+    for command in (["separate", wav, "-o", tmp_path / "o1", "--model", path],
+                    ["batch", tmp_path / "in", "-o", tmp_path / "o2", "--model", path]):
+        code, out, err = run(command, capsys)
+        assert code == 0 and "tensors in half.safetensors are stored as float16" in err, err
+    code, out, err = run(["separate", wav, "-o", tmp_path / "o1", "--model", path], capsys)  # outputs exist
+    one_line_error(code, err, "already exists")  # the error is still the only line
+
+
 @pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool,
                                    torch.float8_e4m3fn, torch.complex64])
 def test_integer_and_quantized_weights_are_refused(tmp_path, tiny_native, dtype):

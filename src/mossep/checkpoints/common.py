@@ -157,6 +157,11 @@ def meta_state(cfg: ModelConfig) -> dict[str, torch.Tensor]:
         return build_model(cfg).state_dict()
 
 
+class ConversionNote(str):
+    """A note that the weights were stored in another float type and converted: `separate` and `batch` show
+    these (other notes, e.g. how a sample rate was chosen, only `info`)."""
+
+
 def _finite(t: torch.Tensor) -> bool:
     """Every value finite once in float32 (float64 beyond its range is not): the float64 sum of the float32
     values is finite exactly then. numpy's single-threaded sum: torch's thread pool made this check cost more
@@ -190,8 +195,8 @@ def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
     notes = []
     for dtype, keys in converted.items():
         how = "rounded to float32" if dtype in ROUNDED else "converted to float32 exactly"
-        notes.append(f"{len(keys)} of {len(expected)} tensors in {Path(where).name} are stored as "
-                     f"{str(dtype).removeprefix('torch.')}, {how}")
+        notes.append(ConversionNote(f"{len(keys)} of {len(expected)} tensors in {Path(where).name} are stored as "
+                                    f"{str(dtype).removeprefix('torch.')}, {how}"))
     return notes
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
+from ..checkpoints.common import ConversionNote
 from ..errors import MossepError, reason
 from ..fsutil import claimed, existing_outputs, removing_new_dirs_on_error
 from ..separator import DEFAULT_FILENAME, Separator, output_names
@@ -151,6 +152,7 @@ def separate(
             owners[p] = inp
             if p in existing:
                 raise MossepError(f"{p}: already exists (use --overwrite)")
+    _conversion_notes(sep, rep)
     with rep.progress:
         for inp in inputs:
             with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
@@ -169,6 +171,14 @@ def separate(
                              + describe(paths.speech, [p.name for p in paths]))
                     report.add(inp, paths, paths.speech)
     report.write()
+
+
+def _conversion_notes(sep: Separator, rep: Reporter) -> None:
+    """Say that the model's weights were converted from another float type (once the options and paths are
+    checked, so that an error stays the only line)."""
+    for note in sep.loaded.notes:
+        if isinstance(note, ConversionNote):
+            rep.note(f"model: {note}")
 
 
 @contextlib.contextmanager
@@ -251,6 +261,7 @@ def batch(
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
+        _conversion_notes(sep, rep)
         _batch_files(sep, rep, files, input_dir, output_dir, overwrite,
                      dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate),
                      report)
