@@ -20,7 +20,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mossep.audio import open_input, read_mono_blocks
+from mossep.audio import STDIN, open_input, read_mono_blocks
 from mossep.errors import MossepError
 from mossep.separator import output_names
 
@@ -61,40 +61,47 @@ def _write(folder: Path, fmt: str, subtype: str, rate: int, x: np.ndarray) -> Pa
     return path
 
 
-def _read_all(path, channel, block_frames) -> np.ndarray:
-    blocks = list(read_mono_blocks(open_input(path), channel, block_frames=block_frames))
+def _open(path: Path, via_stdin: bool):
+    """open_input of the file, or of its bytes arriving on standard input ("-")."""
+    return open_input(STDIN, stdin=io.BytesIO(path.read_bytes())) if via_stdin else open_input(path)
+
+
+def _read_all(path, channel, block_frames, via_stdin=False) -> np.ndarray:
+    blocks = list(read_mono_blocks(_open(path, via_stdin), channel, block_frames=block_frames))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 @SETTINGS
-@given(audio_files(), st.integers(1, 5000))
-def test_valid_files_read_back_as_written(audio, block_frames):
+@given(audio_files(), st.integers(1, 5000), st.booleans())
+def test_valid_files_read_back_as_written(audio, block_frames, via_stdin):
     fmt, subtype, rate, x = audio
     with tempfile.TemporaryDirectory() as d:
         path = _write(Path(d), fmt, subtype, rate, x)
         reference = sf.read(path, dtype="float32", always_2d=True)[0]
-        inp = open_input(path)
+        inp = _open(path, via_stdin)
         assert (inp.sample_rate, inp.channels, inp.frames) == (rate, x.shape[1], len(x))
         step = (WAV_SUBTYPES if fmt == "WAV" else FLAC_SUBTYPES)[subtype]
         for c in range(1, x.shape[1] + 1):
-            got = _read_all(path, c, block_frames)
+            got = _read_all(path, c, block_frames, via_stdin)
             assert got.dtype == np.float32 and np.array_equal(got, reference[:, c - 1])
             assert np.max(np.abs(got - x[:, c - 1])) <= step * 1.0001 + 1e-12
-        mono = _read_all(path, None, block_frames)
+        mono = _read_all(path, None, block_frames, via_stdin)
         assert np.allclose(mono, reference.astype(np.float64).mean(axis=1), atol=1e-6)
 
 
 def _must_fail_cleanly(data: bytes, name: str) -> None:
-    """Open and read `data` as a file called `name`: a MossepError, or finite float32 audio; nothing else."""
+    """Open and read `data` as a file called `name`, and as standard input: a MossepError naming it, or finite
+    float32 audio; nothing else."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / name
         path.write_bytes(data)
-        try:
-            inp = open_input(path)
-            for block in read_mono_blocks(inp, None, block_frames=777):
-                assert block.dtype == np.float32 and np.all(np.isfinite(block))
-        except MossepError as e:
-            assert "\n" not in str(e) and str(path) in str(e)
+        for via_stdin in (False, True):
+            try:
+                inp = _open(path, via_stdin)
+                for block in read_mono_blocks(inp, None, block_frames=777):
+                    assert block.dtype == np.float32 and np.all(np.isfinite(block))
+            except MossepError as e:
+                assert "\n" not in str(e) and ("<stdin>" if via_stdin else str(path)) in str(e)
 
 
 HEADERS = [b"", b"RIFF", b"RIFF\xff\xff\xff\xffWAVEfmt ", b"fLaC", b"fLaC\x00\x00\x00\x22", b"OggS", b"FORM"]
@@ -121,6 +128,8 @@ def test_empty_files_give_a_mossep_error(tmp_path, name):
     (tmp_path / name).write_bytes(b"")
     with pytest.raises(MossepError, match="empty|no audio|not a readable"):
         open_input(tmp_path / name)
+    with pytest.raises(MossepError, match="<stdin>: no data on standard input"):
+        open_input(STDIN, stdin=io.BytesIO(b""))
 
 
 # ---------------------------------------------------------------- output file-name templates
