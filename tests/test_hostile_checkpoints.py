@@ -223,6 +223,19 @@ def test_compressed_torch_records_are_refused(tmp_path, small2_state):
     one_line(e, str(bomb), "compressed")
 
 
+def test_zip_records_claiming_more_than_the_file_are_refused(tmp_path, small2_state):
+    """A central directory that says a stored record holds 4 GB (torch would allocate that much for it)."""
+    path = tmp_path / "forged_8k.pt"
+    torch.save(small2_state, path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"PK\x01\x02", raw.index(b"PK\x01\x02") + 4)  # the second central directory entry
+    raw[at + 20:at + 28] = struct.pack("<II", 0xFFFFFFF0, 0xFFFFFFF0)  # compressed and uncompressed size
+    path.write_bytes(bytes(raw))
+    with pytest.raises(MossepError) as e:
+        load_checkpoint(path)
+    one_line(e, str(path), "records claim more bytes than the file holds")
+
+
 def test_legacy_torch_format_is_refused(tmp_path, small2_state):
     """The pre-1.6 format allocates every storage at the size its pickle claims before reading the data."""
     path = tmp_path / "legacy_8k.pt"
