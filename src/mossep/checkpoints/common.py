@@ -213,12 +213,3 @@ def build_checked(cfg: ModelConfig, state: Mapping[str, torch.Tensor], where: st
     model = build_model(cfg)
     model.load_state_dict(state, strict=True)  # copies into the float32 parameters, converting
     return model, notes
-
-
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Load `state` into an already built `module`, requiring exactly the module's keys with equal shapes."""
-    _check_tensors(state, where)
-    problems = _mismatch(module.state_dict(), state)
-    if problems:
-        raise MossepError(f"{where}: checkpoint does not match the model: {problems}")
-    module.load_state_dict(state, strict=True)
