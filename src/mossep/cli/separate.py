@@ -322,6 +322,6 @@ def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Pa
     if one:
         summary += f"; {one} with speech in one output only"
     report.write()
-    rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False)
+    rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False, soft_wrap=True)  # one line in logs
     if failed:
         raise MossepError(f"{len(failed)} of {len(files)} files failed")
