@@ -60,10 +60,11 @@ def check_hash(path: Path, name: str, host: str, sha256: str | None = None, git_
 
 class ProgressBar:
     """A rich progress bar on stderr with the interface huggingface_hub's `tqdm_class` needs (created with
-    keyword arguments, a context manager, `update(n)`). Silent when stderr is not a terminal."""
+    keyword arguments, a context manager, `update(n)`). When stderr is not a terminal: one line per file."""
 
     def __init__(self, *, total: int | None = None, initial: int = 0, desc: str = "", **_: Any):
         from rich.console import Console
+        from rich.filesize import decimal
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
@@ -71,7 +72,11 @@ class ProgressBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
                                  disable=not console.is_terminal)
-        self.task = self.progress.add_task(desc.rpartition("/")[2], total=total, completed=initial)  # a file name, not its URL
+        name = desc.rpartition("/")[2]  # a file name, not its URL
+        self.task = self.progress.add_task(name, total=total, completed=initial)
+        if not console.is_terminal:
+            size = f" ({decimal(total)})" if total else ""
+            console.print(f"mossep: downloading {name}{size}", highlight=False, soft_wrap=True)
         self.progress.start()
 
     def update(self, n: int) -> None:
