@@ -310,6 +310,14 @@ def test_mossep_header_values_that_contradict_the_file(tmp_path, tiny_native, ch
     one_line(e, str(path), words)
 
 
+@pytest.mark.parametrize("part", [[1, 2], {"norm.weight": torch.zeros(4, 1)}, {"norm.weight": "x"}, {1: torch.zeros(1)}])
+def test_modelscope_parts_of_the_wrong_shape(tmp_path, part):
+    path = linked_copy(MODELSCOPE, tmp_path / "ms", {"masknet.bin": lambda p: torch.save(part, p)})
+    with pytest.raises(MossepError) as e:
+        load_checkpoint(path)
+    one_line(e, "masknet.bin")
+
+
 def test_cli_metadata_a_json_list_is_one_line(tmp_path, tiny_native, capsys):
     """Issue 16, item 6: a header whose metadata is a JSON list crashed `info` with a traceback."""
     path = with_header(tiny_native, tmp_path / "listmeta.safetensors", metadata="[1, 2]")

@@ -82,7 +82,8 @@ def load_modelscope(path: Path) -> tuple[Separator, list[str]]:
     expected, state, notes = meta_state(cfg), {}, []
     for name, prefix in PARTS:
         part = torch_load_tensors(path / name)
-        if name == "masknet.bin" and isinstance(part, dict) and getattr(part.get("norm.weight"), "ndim", 1) == 2:
+        if name == "masknet.bin" and isinstance(part, dict) and all(
+                getattr(part.get(k), "ndim", 0) == 2 for k in ("norm.weight", "norm.bias")):
             # norm "gln" stores [N, 1] affine parameters; it computes the same statistics as GroupNorm(1)
             part = {**part, "norm.weight": part["norm.weight"].reshape(-1), "norm.bias": part["norm.bias"].reshape(-1)}
         own = {k[len(prefix):]: v for k, v in expected.items() if k.startswith(prefix)}
