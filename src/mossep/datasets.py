@@ -190,6 +190,8 @@ def manifest_items(path: str | Path) -> list[Item]:
 
 def _check_listed_file(p: Path, where: str) -> None:
     """A file named by a manifest must be a regular file; the message says what it is instead."""
+    if "\0" in str(p):
+        raise MossepError(f"{where}: a file name contains a NUL character")
     try:
         if p.is_file():
             return
