@@ -44,9 +44,26 @@ def _install_handlers() -> dict:
     return old
 
 
+# Options whose value may be left out (`--ray` alone means "local"); typer's options always take one
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def with_optional_values(argv: list[str]) -> list[str]:
+    """argv with the implied value after an option of OPTIONAL_VALUES given without one (last, or followed by
+    another option)."""
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if a in OPTIONAL_VALUES and (nxt is None or (nxt.startswith("-") and len(nxt) > 1)):
+            out.append(OPTIONAL_VALUES[a])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     old = _install_handlers()
     try:
+        argv = with_optional_values(list(sys.argv[1:] if argv is None else argv))
         app(args=argv, prog_name="mossep")  # typer handles usage errors itself (exit 2)
     except MossepError as e:
         print(f"mossep: error: {e}", file=sys.stderr)

@@ -12,10 +12,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .. import batchjob
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..checkpoints.common import ConversionNote
-from ..errors import MossepError, reason
-from ..fsutil import claimed, existing_outputs, removing_new_dirs_on_error
+from ..errors import MossepError
+from ..fsutil import existing_outputs, removing_new_dirs_on_error
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from ..tracking import TRACK_SPEAKERS
 from . import options
@@ -236,6 +237,14 @@ def batch(
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
     solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON,
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                      help="Spread the files over a Ray cluster (mossep.cluster): `auto` or "
+                                      "HOST:PORT joins one ($RAY_ADDRESS too); no value starts Ray on this "
+                                      "machine. Paths must be on storage every node sees."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Ray workers (each loads the model "
+                                              "once). Default: as many as the cluster's CPUs/GPUs allow."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", help="CPUs per Ray worker (its torch threads)."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus-per-worker", help="GPUs per Ray worker."),
 ) -> None:
     """Separate every audio file under DIR; files whose outputs all exist are skipped (resume)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -256,6 +265,14 @@ def batch(
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
     report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
+    if ray is not None:
+        from .cluster import batch_on_ray
+        how = dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate)
+        separator_kwargs = dict(model=model, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                                threads=threads, fast=fast, model_rate=model_rate, passes=passes, wiener=wiener,
+                                track_speakers=track, remove_hum=dehum, raw=raw, solo=solo)
+        return batch_on_ray(rep, report, files, input_dir, output_dir, overwrite, how, separator_kwargs,
+                            ray, ray_workers, ray_cpus, ray_gpus)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
                 solo)
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
@@ -269,59 +286,38 @@ def batch(
 
 def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Path, output_dir: Path,
                  overwrite: bool, how: dict, report: JsonReport) -> None:
-    """Separate each file unless its outputs exist or another run holds it (fsutil.claimed: concurrent runs
-    over the same trees each do a file once); say which outputs carry speech (the note and `report`, which for
-    skipped files reads their outputs); print the summary, MossepError if any file failed."""
-    done = skipped = elsewhere = 0
-    failed: list[str] = []
-    owners: dict[Path, Path] = {}
+    """Run each file's job (mossep.batchjob: skipped when its outputs exist, left to another run that holds it,
+    else separated); say which outputs carry speech (the note and `report`, which for skipped files reads their
+    outputs); print the summary, MossepError if any file failed."""
+    outcomes = []
     with rep.progress:
         overall = rep.progress.add_task("files", total=len(files), amount=f"{len(files)} files")
-        for f in files:
-            target = output_dir / f.relative_to(input_dir).parent
-            try:
-                paths = sep.output_paths(f, target, how["filename"], how["fmt"])
-                clash = next((owners[p] for p in paths if p in owners), None)
-                if clash is not None:
-                    raise MossepError(f"{f}: its outputs have the same names as those of {clash} "
-                                      "(add {ext} to --filename)")
-                owners.update({p: f for p in paths})
-                if not overwrite and all(p.exists() for p in paths):
-                    skipped += 1
-                    report.add(f, paths, speech_of_files(paths) if report.path else None, "skipped")
-                else:
-                    with claimed(output_dir, str(paths[0].relative_to(output_dir))) as mine:
-                        if not mine:
-                            elsewhere += 1
-                            report.add(f, paths, None, "elsewhere")
-                        elif not overwrite and all(p.exists() for p in paths):  # finished by another run
-                            skipped += 1
-                            report.add(f, paths, speech_of_files(paths) if report.path else None, "skipped")
-                        else:
-                            with rep.file_task(f.name) as update:
-                                out = sep.separate_file(f, target, overwrite=overwrite, progress=update,
-                                                        note=rep.note, **how)
-                            done += 1
-                            rep.note(f"{f}: " + describe(out.speech, [p.name for p in out]))
-                            report.add(f, out, out.speech)
-            except MossepError as e:
-                failed.append(str(f))
-                rep.error(str(e))
-                report.add(f, None, None, "failed", str(e))
-            except Exception as e:  # a model or I/O failure on one file must not stop the batch
-                failed.append(str(f))
-                text = reason(e)
-                rep.error(f"{f}: {type(e).__name__}" + ("" if text == type(e).__name__ else f": {text}"))
-                report.add(f, None, None, "failed", f"{type(e).__name__}: {text}")
+        for job in batchjob.plan(sep, files, input_dir, output_dir, how["filename"], how["fmt"]):
+            with rep.file_task(job.input.name) as update:
+                outcome = batchjob.run_job(sep, job, output_dir, overwrite, how, progress=update, note=rep.note,
+                                           speech_of_files=speech_of_files if report.path else None)
+            outcomes.append(outcome)
+            report_outcome(rep, report, outcome, notes=False)
             rep.progress.advance(overall)
-    summary = f"{len(files)} files: {done} separated, {skipped} skipped (outputs exist), "
-    if elsewhere:
-        summary += f"{elsewhere} being separated by another run, "
-    summary += f"{len(failed)} failed"
-    one = sum(1 for e in report.files if e.get("speech") and sum(e["speech"]) == 1)
-    if one:
-        summary += f"; {one} with speech in one output only"
+    finish_batch(rep, report, len(files), outcomes)
+
+
+def report_outcome(rep: Reporter, report: JsonReport, outcome: batchjob.Outcome, notes: bool = True) -> None:
+    """Say what became of one file (its notes too, unless already said) and add it to the --json report."""
+    if notes:
+        for n in outcome.notes:
+            rep.note(n)
+    if outcome.status == "separated":
+        rep.note(f"{outcome.input}: " + describe(outcome.speech, [p.name for p in outcome.outputs]))
+    elif outcome.status == "failed":
+        rep.error(outcome.message)
+    report.add(outcome.input, outcome.outputs, outcome.speech, outcome.status, outcome.error)
+
+
+def finish_batch(rep: Reporter, report: JsonReport, total: int, outcomes: list[batchjob.Outcome]) -> None:
+    """Write the report, print the summary; MossepError if any file failed."""
     report.write()
-    rep.console.print(f"mossep: batch: {summary}", markup=False, highlight=False, soft_wrap=True)  # one line in logs
+    rep.console.print(f"mossep: batch: {batchjob.summary(total, outcomes)}", markup=False, highlight=False)
+    failed = sum(1 for o in outcomes if o.status == "failed")
     if failed:
-        raise MossepError(f"{len(failed)} of {len(files)} files failed")
+        raise MossepError(f"{failed} of {total} files failed")
