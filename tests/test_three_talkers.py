@@ -247,6 +247,10 @@ def test_batch_and_python_api_write_three_outputs(tiny3, talk3, tmp_path, capsys
     paths = sep.separate_file(path, tmp_path / "api", subtype="FLOAT")
     assert [p.name for p in paths] == ["talk_spk1.wav", "talk_spk2.wav", "talk_spk3.wav"]
     np.testing.assert_allclose(np.stack([sf.read(p, dtype="float32")[0] for p in paths]), ref, atol=1e-6)
+    # two passes (merged among the 6 orders), the post-filter and tracking all take three outputs
+    both = Separator(tiny3, device="cpu", chunk_seconds=2, overlap_seconds=0.5, passes=2, wiener=True,
+                     track_speakers=True).separate(x16, 16000)
+    assert both.shape == (3, len(x16)) and np.isfinite(both).all()
 
 
 def test_chunks_reach_a_three_talker_model_at_its_training_level(tiny3, monkeypatch):

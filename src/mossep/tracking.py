@@ -43,7 +43,10 @@ MIN_DISTINCT_DB = 0.5
 # the kept order scores -0.6 or less) needed to override, for two talkers. In the same measurement (clean and
 # injected-swap files), 532 correctly ordered chunks with reliable profiles scored -0.31 at worst (1 % below
 # +0.39, median +0.95); chunks with a swap carried into them mostly -0.67 to -0.99. With C talkers the lead a
-# swap of two voices gives is smaller (see override_margin), so the margin shrinks with it.
+# swap of two voices gives is smaller (see override_margin), so the margin shrinks with it; for three talkers
+# that is derived, not measured on a 3-talker model's outputs (benchmarks/bench_track3.py: on oracle estimates
+# of real voices with the other talkers at -10/-15 dB in each output it broke no right chunk and healed most
+# injected rotations, few swaps of two: each talker is seldom alone and clearly louder for 1.5 s per chunk).
 OVERRIDE_MARGIN = 1.2
 # Once the profiles are reliable, a chunk whose chosen order scores below this (it looks swapped, but not
 # clearly enough to override) is left out of the profiles, so that a swap not undone does not blur them.
