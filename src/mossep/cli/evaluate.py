@@ -55,8 +55,9 @@ def summary_line(report: EvalReport) -> str:
 
 @app.command()
 def evaluate(
-    dataset: Path = typer.Argument(..., help="LibriMix split folder (mix_clean/, s1/, s2/), a folder of "
-                                             "<id>_mix.wav + <id>_source1.wav ..., or a mix,s1,s2 CSV manifest."),
+    dataset: Path = typer.Argument(..., help="LibriMix split folder (mix_clean/, s1/, s2/[, s3/]), a folder of "
+                                             "<id>_mix.wav + <id>_source1.wav ..., or a mix,s1,s2[,s3] CSV manifest; "
+                                             "as many sources as the model separates."),
     model: Optional[str] = options.MODEL,
     estimates: Optional[Path] = typer.Option(None, "--estimates", help="Score separations already on disk "
                                              "(<id>_source1.wav or <stem>_spk1.wav ...) instead of running a model."),
