@@ -1,5 +1,5 @@
-"""Robustness of separation to what real recordings add: noise, mains hum, a telephone channel, a DC offset,
-odd levels and room reverberation.
+"""Robustness of separation to what real recordings add: synthetic noise, mains hum, a telephone channel, a DC
+offset and odd levels. Real noise and rooms (against the dry sources): benchmarks/bench_realistic.py.
 
 Each disturbance is applied to the training recipe's validation mixtures (mossep.dynamic_mix's fixed set of the
 held-out LibriSpeech test-other and VCTK speakers, seed 20231; never the devset), the result is separated
@@ -8,10 +8,7 @@ otherwise) and scored by SI-SNRi against the references that condition calls for
 
 - noise (white, pink) and hum: the clean sources (the noise should be left out of every output);
 - telephone band: the sources band-passed alike (the lost band cannot be restored);
-- DC offset, level: the clean sources (SI-SNR ignores scale; the offset must not reach the outputs);
-- reverberation: the reverberant source images (each source through its own synthetic room impulse response,
-  mossep.augment.synthetic_rir: a direct path plus exponentially decaying noise with the given RT60, direct
-  to reverberant ratio 0 dB), i.e. separation *without* dereverberation. The mixture is their sum.
+- DC offset, level: the clean sources (SI-SNR ignores scale; the offset must not reach the outputs).
 
 SI-SNRi is measured against the disturbed mixture, so a lower input SI-SNR (noise) also moves the baseline:
 the table shows the input's and the outputs' SI-SNR as well. Every disturbance is a pure function of
@@ -93,16 +90,6 @@ def level(mix: np.ndarray, src: np.ndarray, rate: int, seed: int, gain_db: float
     return _f32(np.clip(m, -1.0, 1.0) if clip else m, src)
 
 
-def reverb(mix: np.ndarray, src: np.ndarray, rate: int, seed: int, rt60: float, drr_db: float = 0.0) -> Pair:
-    """Each source through its own synthetic RIR (one room); references: these reverberant images (level kept),
-    the mixture: their sum."""
-    s = _t(src)
-    rt = torch.full(s.shape[:-1], rt60, dtype=s.dtype)
-    rirs = aug.synthetic_rir(rt, int(np.ceil(rt60 * rate)), rate, _gen(seed), drr_db)
-    images = aug.reverberate(s, rirs)
-    return _f32(images.sum(0).numpy(), images.numpy())
-
-
 CONDITIONS: dict[str, tuple[str, Disturbance]] = {
     "clean": ("clean", clean),
     **{f"white noise {s} dB SNR": ("clean", partial(noise, color="white", snr_db=s)) for s in (20, 10, 5)},
@@ -113,8 +100,6 @@ CONDITIONS: dict[str, tuple[str, Disturbance]] = {
     "DC offset -0.2": ("clean", partial(dc_offset, offset=-0.2)),
     "level -40 dB": ("clean", partial(level, gain_db=-40.0)),
     "level +12 dB, clipped at +-1": ("clean", partial(level, gain_db=12.0, clip=True)),
-    "reverb RT60 0.3 s": ("reverberant images", partial(reverb, rt60=0.3)),
-    "reverb RT60 0.6 s": ("reverberant images", partial(reverb, rt60=0.6)),
 }
 
 

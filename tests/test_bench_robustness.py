@@ -34,8 +34,6 @@ def test_disturbances_are_seeded_and_give_the_stated_references():
             assert np.array_equal(r1, src), name
         else:
             assert not np.allclose(r1, src, atol=1e-3), name
-        if refs == "reverberant images":
-            np.testing.assert_allclose(m1, r1.sum(0), atol=1e-5)  # the mixture is the images' sum
     m, _ = mod.noise(mix, src, RATE, 5, color="white", snr_db=10.0)
     snr = 10 * np.log10(np.mean(mix.astype(np.float64) ** 2) / np.mean((m - mix).astype(np.float64) ** 2))
     assert abs(snr - 10.0) < 0.01
@@ -58,9 +56,9 @@ def _corpus(root: Path) -> None:
 def test_benchmark_runs_end_to_end_with_a_tiny_model(tmp_path, tiny_model_path, capsys):
     _corpus(tmp_path / "set")
     _bench().main(["--model", str(tiny_model_path), "--sets", str(tmp_path / "set"), "--count", "2",
-                   "--seconds", "1", "--conditions", "white noise 10", "RT60 0.3", "--passes", "1"])
+                   "--seconds", "1", "--conditions", "white noise 10", "telephone", "--passes", "1"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split(" | ")[0] for r in rows] == ["| clean", "| white noise 10 dB SNR", "| reverb RT60 0.3 s"]
+    assert [r.split(" | ")[0] for r in rows] == ["| clean", "| white noise 10 dB SNR", "| telephone band 300-3400 Hz"]
     assert all(np.isfinite(float(c)) for r in rows for c in r.strip("| ").split(" | ")[2:4])
     assert "command: python benchmarks/bench_robustness.py --model" in out

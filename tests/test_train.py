@@ -124,7 +124,8 @@ def test_resume_gives_the_same_next_step(tmp_path, speaker_sets):
 
 
 def test_augmented_training_resumes_exactly_and_records_its_settings(tmp_path, speaker_sets):
-    aug = dict(reverb=0.5, noise=0.5, eq=0.5, rt60=[0.2, 0.4], steps=4, valid_every=100, speed_perturb=0.0)
+    aug = dict(reverb=0.5, noise=0.5, eq=0.5, rt60=[0.1, 0.3], rooms=2, data_cache=str(tmp_path / "cache"),
+               partial=0.3, steps=4, valid_every=100, speed_perturb=0.0)
     plain = Trainer(_cfg(tmp_path / "p", speaker_sets, steps=2, valid_every=100, speed_perturb=0.0))
     plain.fit()
     full = Trainer(_cfg(tmp_path / "a", speaker_sets, **aug))
@@ -142,7 +143,9 @@ def test_augmented_training_resumes_exactly_and_records_its_settings(tmp_path, s
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     meta = full.metadata({"si_snri": 0.0, "si_snr": 0.0})["training"]["augment"]
-    assert meta == {"reverb": 0.5, "noise": 0.5, "eq": 0.5, "rt60": [0.2, 0.4], "snr_db": [5.0, 30.0]}
+    assert meta == {"reverb": 0.5, "noise": 0.5, "eq": 0.5, "rt60": [0.1, 0.3], "snr_db": [-6.0, 3.0],
+                    "noise_dirs": [], "rir_dirs": [], "held_out_rirs": [], "rooms": 2,
+                    "noise_kinds": {"ambient": 0.5, "babble": 0.3, "synthetic": 0.2}}
 
 
 def test_config_file_and_cli_overrides(tmp_path, speaker_sets):
@@ -213,7 +216,10 @@ def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
     ("device: gpu\n", "device"), ("train_dirs: {a: 1}\n", "train_dirs"),
     ("train_dirs: NOPE\n", "nope: training folder not found"), ("lr: 1e-3\nbatch_size: -2\n", "batch_size"),
     ("reverb: 1.5\n", "reverb: is a probability"), ("noise: -0.1\n", "noise: must be at least 0"),
-    ("rt60: [0.8, 0.2]\n", "rt60: expected two numbers"), ("snr_db: 10\n", "snr_db: expected two numbers")])
+    ("rt60: [0.8, 0.2]\n", "rt60: expected two numbers"), ("snr_db: 10\n", "snr_db: expected two numbers"),
+    ("valid_conditions: [windy]\n", "valid_conditions: expected some of"), ("mixing: gpu\n", "mixing: expected cpu"),
+    ("schedule: linear\n", "schedule: expected plateau"), ("partial: 2\n", "partial: must be at most 1"),
+    ("noise_kinds: {wind: 1}\n", "noise_kinds: expected weights"), ("reverb: 0.5\nrooms: 0\n", "rooms: reverb needs rooms")])
 def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsys, text, words):
     """Bad values in a config file used to end in tracebacks (or, for a folder given as a string, in a walk
     over the root folder letter by letter); now one line naming the option, and no output folder."""

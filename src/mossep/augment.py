@@ -6,11 +6,14 @@ torch.Generator (on the same device), so a seeded generator gives the same resul
 
 What the model is asked to output (the training target) under each, for mixtures made by summing sources:
 
-- reverberation (`random_rirs`, `reverberate`): every source is convolved with its own room impulse response
-  (same room, different positions); the mixture is the sum of these reverberant images and the **targets are
-  the reverberant images**, so the model learns to separate, not to dereverberate.
-- additive noise (`colored_noise`, `hum`, `add_noise`): the noise is added to the mixture only; the **targets
-  stay the clean sources**, so the model learns to leave the noise out of every output.
+- rooms (`Rooms`, `reverberate`): every source is convolved with its own impulse response of one room (a bank
+  of simulated and measured rooms, mossep.rooms); the mixture is the sum of these reverberant images and the
+  **targets are the dry sources** (each source through its response's direct path, time-aligned with its
+  image): the model learns to separate *and* dereverberate, as WHAMR! scores it.
+- additive noise (`Clips` of real ambient sound or of babble, `colored_noise`, `hum`, `add_noise`): the noise
+  is added to the mixture only, at a level relative to the louder talker as WHAM! draws it; the **targets stay
+  the noise-free sources**, so the model learns to leave the noise out of every output. Babble in a room is
+  convolved with a further position of the same room.
 - equalisation (`random_eq`, `equalize`): one random smooth gain curve per mixture (a microphone or channel)
   is applied to every source alike; the mixture is their sum and the **targets are the equalised sources**
   (the model cannot know the talker's true spectrum; it is asked to separate, not to restore it).
@@ -18,11 +21,13 @@ What the model is asked to output (the training target) under each, for mixtures
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 NOISE_COLORS = ("white", "pink", "brown")
-_DECAY_60DB = 3.0 * math.log(10.0)  # an amplitude envelope exp(-_DECAY_60DB * t / RT60) falls 60 dB at RT60
+NOISE_KINDS = ("ambient", "babble", "synthetic")
 
 
 def _fft_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -39,44 +44,6 @@ def rms(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (x.to(_fft_dtype(x.dtype)).pow(2).mean(-1, keepdim=True) + eps).sqrt().to(x.dtype)
 
 
-def synthetic_rir(rt60: torch.Tensor, length: int, sample_rate: int, gen: torch.Generator,
-                  drr_db: torch.Tensor | float = 0.0, predelay: float = 0.002) -> torch.Tensor:
-    """Room impulse responses [..., length] for RT60s [...] (seconds; their device and dtype are used).
-
-    Each is a direct path (a unit impulse at sample 0) plus a reverberant tail of Gaussian noise starting
-    `predelay` seconds later, whose amplitude decays as exp(-3 ln10 t / RT60) (energy 60 dB down at RT60).
-    The tail's energy is set so that direct-to-reverberant energy ratio is `drr_db` (dB, scalar or [...]).
-    """
-    shape = rt60.shape
-    dev, dt = rt60.device, _fft_dtype(rt60.dtype)
-    t = torch.arange(length, device=dev, dtype=dt) / sample_rate
-    env = torch.exp(-_DECAY_60DB * t / rt60.to(dt).unsqueeze(-1).clamp(min=1e-3))  # [..., L]
-    start = max(1, int(round(predelay * sample_rate)))
-    env = env * (torch.arange(length, device=dev) >= start)
-    tail = torch.randn(*shape, length, generator=gen, device=dev, dtype=dt) * env
-    target = 10 ** (-torch.as_tensor(drr_db, device=dev, dtype=dt) / 10)  # tail energy; the direct path has 1
-    if target.dim():
-        target = target.unsqueeze(-1)
-    tail = tail * (target / tail.pow(2).sum(-1, keepdim=True).clamp(min=1e-12)).sqrt()
-    tail[..., 0] = 1.0  # the direct path
-    return tail.to(rt60.dtype)
-
-
-def random_rirs(shape: tuple[int, ...], sample_rate: int, gen: torch.Generator, like: torch.Tensor,
-                rt60: tuple[float, float] = (0.2, 0.8), drr_db: tuple[float, float] = (-3.0, 9.0),
-                length: int | None = None) -> torch.Tensor:
-    """Random room impulse responses [*shape, L] on like's device/dtype; shape's last axis is the source axis.
-
-    One room per mixture: an RT60 uniform in `rt60` (seconds) shared by all sources of a mixture (the last axis
-    of `shape`), and a direct-to-reverberant ratio uniform in `drr_db` for each source (its own position).
-    L defaults to the longest RT60 in samples (the tail is then 60 dB down).
-    """
-    length = length or int(math.ceil(rt60[1] * sample_rate))
-    room = _uniform(shape[:-1], rt60[0], rt60[1], gen, like).unsqueeze(-1).expand(shape)
-    drr = _uniform(shape, drr_db[0], drr_db[1], gen, like)
-    return synthetic_rir(room.contiguous(), length, sample_rate, gen, drr).to(like.dtype)
-
-
 def fft_convolve(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Causal linear convolution of x [..., T] with h [..., L] (broadcast), cut to the first T samples."""
     T, L = x.shape[-1], h.shape[-1]
@@ -86,14 +53,14 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return y[..., :T].to(x.dtype)
 
 
-def reverberate(sources: torch.Tensor, rirs: torch.Tensor, keep_level: bool = True) -> torch.Tensor:
-    """The reverberant images of sources [..., C, T] through rirs [..., C, L]: the training targets under
-    reverberation (their sum is the mixture). keep_level: scale each image to its dry source's RMS, so the
-    level distribution the mixer drew is kept."""
-    wet = fft_convolve(sources, rirs)
-    if keep_level:
-        wet = wet * (rms(sources) / rms(wet))
-    return wet
+def reverberate(sources: torch.Tensor, wet: torch.Tensor, dry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reverberant images, dry targets) of sources [..., C, T] through room responses wet [..., C, L] and their
+    direct paths dry [..., C, D] (mossep.rooms). Both are scaled alike so that each dry target keeps its
+    source's RMS: the level the mixer drew is the talker's direct-path level, and the images' sum (the
+    mixture) is louder by the room's reverberation."""
+    images, targets = fft_convolve(sources, wet), fft_convolve(sources, dry)
+    g = rms(sources) / rms(targets)
+    return images * g, targets * g
 
 
 def colored_noise(shape: tuple[int, ...], color: str | torch.Tensor, gen: torch.Generator,
@@ -143,19 +110,163 @@ def add_noise(mix: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor | flo
     return (mix + noise * scale.to(mix.dtype)).to(mix.dtype)
 
 
-def random_noise(mix: torch.Tensor, sample_rate: int, gen: torch.Generator, snr_db: tuple[float, float] = (5.0, 30.0),
-                 hum_share: float = 0.25) -> torch.Tensor:
-    """Noise for mixtures [B, T] at an SNR uniform in `snr_db`: hum in `hum_share` of them, else white, pink or
-    brown (equally likely). Returns the noisy mixtures; the targets stay the clean sources."""
-    B, T = mix.shape
-    color = torch.randint(0, len(NOISE_COLORS), (B,), generator=gen, device=mix.device).to(_fft_dtype(mix.dtype))
-    broadband = colored_noise((B, T), color, gen, mix)
-    mains = hum((B, T), sample_rate, gen, mix)
-    is_hum = torch.rand(B, 1, generator=gen, device=mix.device) < hum_share
-    snr = _uniform((B,), snr_db[0], snr_db[1], gen, mix)
-    return add_noise(mix, torch.where(is_hum, mains, broadband), snr)
+def synthetic_noise(shape: tuple[int, int], sample_rate: int, gen: torch.Generator, like: torch.Tensor,
+                    hum_share: float = 0.25) -> torch.Tensor:
+    """Unit-RMS noise [B, T]: mains hum in `hum_share` of the rows, else white, pink or brown (equally likely)."""
+    B, T = shape
+    color = torch.randint(0, len(NOISE_COLORS), (B,), generator=gen, device=like.device).to(_fft_dtype(like.dtype))
+    broadband = colored_noise((B, T), color, gen, like)
+    mains = hum((B, T), sample_rate, gen, like)
+    is_hum = torch.rand(B, 1, generator=gen, device=like.device) < hum_share
+    return torch.where(is_hum, mains, broadband)
 
 
+def turn_taking(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
+    """Sources [B, C, T] where, in `share` of the mixtures, one talker speaks over only part of the segment
+    (40-90 % of it, starting late or stopping early with a 50 ms fade), as in real conversations. A source
+    that the cut would leave (nearly) silent, e.g. a short padded utterance, is kept whole."""
+    B, C, T = src.shape
+    d = src.device
+    which = torch.rand(B, device=d, generator=gen) < share
+    keep = 0.4 + 0.5 * torch.rand(B, 1, device=d, generator=gen)  # fraction of the segment kept
+    t = torch.arange(T, device=d) / T
+    ramp = ((keep - t) * T / 400).clamp(0, 1)  # 50 ms fade at 8 kHz
+    late = torch.rand(B, 1, device=d, generator=gen) < 0.5
+    env = torch.where(late, ramp.flip(-1), ramp)
+    c = torch.randint(0, C, (B,), device=d, generator=gen)
+    mask = torch.ones(B, C, T, device=d, dtype=src.dtype)
+    mask[torch.arange(B, device=d), c] = env.to(src.dtype)
+    masked = src * mask
+    alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
+    return torch.where((which & alive)[:, None, None], masked, src)
+
+
+@dataclass
+class Clips:
+    """Noise recordings (or babble) on a device, for random crops: every clip's samples back to back."""
+
+    flat: torch.Tensor  # [N]
+    starts: torch.Tensor  # [K] long
+    lengths: torch.Tensor  # [K] long
+
+    @classmethod
+    def from_arrays(cls, clips: list[np.ndarray], device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> "Clips":
+        clips = [np.asarray(c, dtype=np.float32) for c in clips if len(c)]
+        if not clips:
+            raise ValueError("no noise clips")
+        lengths = torch.tensor([len(c) for c in clips], device=device)
+        starts = torch.cumsum(lengths, 0) - lengths
+        return cls(torch.from_numpy(np.concatenate(clips)).to(device=device, dtype=dtype), starts, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def crops(self, n: int, length: int, gen: torch.Generator) -> torch.Tensor:
+        """[n, length] unit-RMS crops: a clip chosen uniformly, a start uniform in it; a clip shorter than
+        `length` is looped."""
+        d = self.flat.device
+        k = torch.randint(0, len(self), (n,), generator=gen, device=d)
+        start = (torch.rand(n, generator=gen, device=d) * self.lengths[k]).long()
+        pos = (start[:, None] + torch.arange(length, device=d)) % self.lengths[k][:, None]
+        x = self.flat[self.starts[k][:, None] + pos]
+        x = x - x.mean(-1, keepdim=True)
+        return x / rms(x)
+
+
+@dataclass
+class Rooms:
+    """A room bank (mossep.rooms.RoomBank) on a device: wet [R, P, L], dry [R, P, D], and the probability of
+    drawing each room (weights [R])."""
+
+    wet: torch.Tensor
+    dry: torch.Tensor
+    weights: torch.Tensor
+
+    @classmethod
+    def from_bank(cls, bank, device: torch.device | str = "cpu", measured_share: float = 0.2,
+                  dtype: torch.dtype = torch.float32) -> "Rooms":
+        """Measured rooms (bank.names other than "sim") share `measured_share` of the draws, simulated ones
+        the rest (each kind uniformly); with only one kind it takes every draw."""
+        measured = torch.tensor([n != "sim" for n in bank.names])
+        w = torch.where(measured, measured_share / max(1, int(measured.sum())),
+                        (1 - measured_share) / max(1, int((~measured).sum())))
+        if measured.all() or (~measured).all():
+            w = torch.ones(len(bank.names))
+        return cls(torch.from_numpy(bank.wet).to(device=device, dtype=dtype),
+                   torch.from_numpy(bank.dry).to(device=device, dtype=dtype), (w / w.sum()).to(device))
+
+    @property
+    def positions(self) -> int:
+        return self.wet.shape[1]
+
+
+def augment_batch(src: torch.Tensor, gen: torch.Generator, sample_rate: int, reverb: float = 0.0, eq: float = 0.0,
+                  noise: float = 0.0, snr_db: tuple[float, float] = (-6.0, 3.0), rooms: Rooms | None = None,
+                  ambient: Clips | None = None, babble: Clips | None = None,
+                  noise_kinds: dict[str, float] | None = None,
+                  extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixture [B, T], targets [B, C, T]) for a batch of sources [B, C, T], each augmentation applied to a
+    mixture with its probability, in this order (targets as in the module docstring):
+
+    - reverb: the sources through C positions of one room drawn from `rooms`; targets: the dry sources;
+    - eq: one random channel curve per mixture, on all its sources (images and targets alike);
+    - noise: one kind per mixture drawn with the weights `noise_kinds` (default ambient 0.5, babble 0.3,
+      synthetic 0.2; a kind without clips is left out): a crop of `ambient`, a crop of `babble` (through the
+      room's last position when the mixture is in a room), or white/pink/brown noise or hum; added to the
+      mixture only at a level uniform in `snr_db` dB below the louder target (WHAM!: -6 to +3 dB).
+
+    extra [B, T]: what the mixture holds beyond its sources (e.g. a fixed mixture set's own noise), added back
+    before the noise. With all three probabilities 0 no random numbers are drawn: the result is the sources'
+    sum (plus extra) and the sources themselves. The random numbers drawn do not depend on the probabilities'
+    values, only on which are non-zero.
+    """
+    B, C, T = src.shape
+    dev = src.device
+    images = targets = src
+    room = None
+    if reverb > 0:
+        if rooms is None:
+            raise ValueError("reverb needs a room bank")
+        if rooms.positions < C:
+            raise ValueError(f"the room bank has {rooms.positions} positions, the mixtures {C} sources")
+        room = torch.multinomial(rooms.weights, B, replacement=True, generator=gen)
+        wet, dry = reverberate(src, rooms.wet[room, :C], rooms.dry[room, :C])
+        room = torch.where(torch.rand(B, device=dev, generator=gen) < reverb, room, -1)
+        inside = (room >= 0)[:, None, None]
+        images, targets = torch.where(inside, wet, src), torch.where(inside, dry, src)
+    if eq > 0:
+        curve = random_eq((B, 1), sample_rate, gen, src)  # one channel per mixture, shared by its sources
+        on = (torch.rand(B, device=dev, generator=gen) < eq)[:, None, None]
+        images, targets = torch.where(on, equalize(images, curve), images), torch.where(on, equalize(targets, curve), targets)
+    mix = images.sum(1) if extra is None else images.sum(1) + extra
+    if noise > 0:
+        weights = dict(noise_kinds or {"ambient": 0.5, "babble": 0.3, "synthetic": 0.2})
+        unknown = set(weights) - set(NOISE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown noise kinds {sorted(unknown)}; known: {NOISE_KINDS}")
+        have = {"ambient": ambient is not None, "babble": babble is not None, "synthetic": True}
+        w = torch.tensor([float(weights.get(k, 0.0)) * have[k] for k in NOISE_KINDS], device=dev)
+        if not float(w.sum()) > 0:
+            raise ValueError("noise: no kind of noise with a positive weight is available")
+        kind = torch.multinomial(w / w.sum(), B, replacement=True, generator=gen)
+        n = synthetic_noise((B, T), sample_rate, gen, mix)
+        if ambient is not None:
+            n = torch.where((kind == 0)[:, None], ambient.crops(B, T, gen).to(mix.dtype), n)
+        if babble is not None:
+            b = babble.crops(B, T, gen).to(mix.dtype)
+            if room is not None:  # babble in the room: from its last position
+                far = fft_convolve(b, rooms.wet[room.clamp(min=0), -1])
+                b = torch.where((room >= 0)[:, None], far / rms(far), b)
+            n = torch.where((kind == 1)[:, None], b, n)
+        snr = _uniform((B, 1), snr_db[0], snr_db[1], gen, mix)
+        level = rms(targets).amax(1) * 10 ** (-snr / 20)  # [B, 1]
+        on = (torch.rand(B, device=dev, generator=gen) < noise)[:, None]
+        mix = torch.where(on, mix + n * level.to(mix.dtype), mix)
+    if reverb > 0 or noise > 0 or eq > 0:  # a loud room or noise must not push the mixture past full scale
+        peak = (mix.abs().amax(-1, keepdim=True) / 0.99).clamp(min=1.0)
+        mix, targets = mix / peak, targets / peak[:, :, None]
+    return mix, targets
 def random_eq(shape: tuple[int, ...], sample_rate: int, gen: torch.Generator, like: torch.Tensor,
               tilt_db: float = 3.0, bumps: int = 3, bump_db: float = 6.0, bins: int = 257) -> torch.Tensor:
     """Random smooth gain curves [*shape, bins] (linear amplitude, on `bins` frequencies evenly spaced from 0 to
@@ -189,33 +300,3 @@ def equalize(x: torch.Tensor, gain: torch.Tensor, pad: int = 256) -> torch.Tenso
                                         align_corners=True).reshape(*g.shape[:-1], n // 2 + 1)
     y = torch.fft.irfft(torch.fft.rfft(xp) * g, n)
     return y[..., pad:pad + T].to(x.dtype)
-
-
-def augment_batch(src: torch.Tensor, gen: torch.Generator, sample_rate: int, reverb: float = 0.0, eq: float = 0.0,
-                  noise: float = 0.0, rt60: tuple[float, float] = (0.2, 0.8),
-                  snr_db: tuple[float, float] = (5.0, 30.0),
-                  extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mixture [B, T], targets [B, C, T]) for a batch of sources [B, C, T], each augmentation applied to a
-    mixture with its probability, in this order (targets as in the module docstring):
-
-    - reverb: every source through its own room (`random_rirs`, one RT60 uniform in `rt60` s per mixture);
-    - eq: one random channel curve per mixture, on all its sources;
-    - noise: white/pink/brown noise or hum added to the mixture only, at an SNR uniform in `snr_db` (dB).
-
-    extra [B, T]: what the mixture holds beyond its sources (e.g. a fixed mixture set's own noise), added back
-    before the noise. With all three probabilities 0 no random numbers are drawn: the result is the sources'
-    sum (plus extra) and the sources themselves.
-    """
-    B, C = src.shape[:2]
-    if reverb > 0:
-        wet = reverberate(src, random_rirs((B, C), sample_rate, gen, src, rt60))
-        src = torch.where((torch.rand(B, device=src.device, generator=gen) < reverb)[:, None, None], wet, src)
-    if eq > 0:
-        curve = random_eq((B, 1), sample_rate, gen, src)  # one channel per mixture, shared by its sources
-        src = torch.where((torch.rand(B, device=src.device, generator=gen) < eq)[:, None, None],
-                          equalize(src, curve), src)
-    mix = src.sum(1) if extra is None else src.sum(1) + extra
-    if noise > 0:
-        noisy = random_noise(mix, sample_rate, gen, snr_db)
-        mix = torch.where((torch.rand(B, device=src.device, generator=gen) < noise)[:, None], noisy, mix)
-    return mix, src

@@ -24,9 +24,11 @@ import yaml
 
 from . import augment as aug
 from . import dynamic_mix as dm
+from . import scenes
 from . import train_data as td
 from .checkpoints import load_checkpoint, save_native
 from .checkpoints.common import torch_load_tensors
+from .device_mix import DeviceMixer
 from .errors import MossepError, reason
 from .fsutil import atomic_path
 from .metrics import best_permutation, pit_si_snr_loss, si_snr
@@ -50,11 +52,24 @@ class TrainConfig:
     speed_perturb: float = 0.05
     random_polarity: bool = True  # invert each source with probability 1/2 (recording polarity is arbitrary)
     # make mixtures sound like real recordings (mossep.augment.augment_batch; probability per mixture, 0 = off):
-    reverb: float = 0.0  # a synthetic room per mixture; the targets are the reverberant sources
-    noise: float = 0.0  # white/pink/brown noise or mains hum in the mixture only; the targets stay clean
+    reverb: float = 0.0  # a room per mixture (mossep.rooms bank); the targets are the dry sources (direct path)
+    noise: float = 0.0  # ambient noise, babble or synthetic noise in the mixture only; the targets stay clean
     eq: float = 0.0  # a random channel curve on all the mixture's sources; the targets are the equalised sources
-    rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # reverberation time range, seconds
-    snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])  # noise SNR range against the mixture
+    rt60: list[float] = field(default_factory=lambda: [0.1, 1.0])  # simulated rooms' RT60 range, seconds
+    snr_db: list[float] = field(default_factory=lambda: [-6.0, 3.0])  # noise level against the louder talker, dB
+    noise_dirs: list[str] = field(default_factory=list)  # ambient recordings; the last fifth of each is held out
+    rir_dirs: list[str] = field(default_factory=list)  # measured room responses (besides the simulated rooms)
+    held_out_rirs: list[str] = field(default_factory=list)  # stems of measured responses kept for validation
+    rooms: int = 400  # simulated training rooms (a seeded bank, cached under data_cache)
+    noise_kinds: dict[str, float] = field(default_factory=lambda: {"ambient": 0.5, "babble": 0.3, "synthetic": 0.2})
+    data_cache: str = "data_cache"  # where simulated room banks are kept
+    valid_conditions: list[str] = field(default_factory=lambda: ["clean"])  # mossep.scenes.CONDITIONS; best = mean
+    partial: float = 0.0  # share of mixtures where one talker speaks over only part of the segment (turn-taking)
+    mixing: str = "cpu"  # "device": mix on the training device (mossep.device_mix; train_dirs only), for GPUs
+    speeds: list[float] = field(default_factory=lambda: [0.94, 0.97, 1.0, 1.03, 1.06])  # device mixing's speed copies
+    schedule: str = "plateau"  # "cosine": after warm-up, a cosine to final_lr * lr over max_minutes (else over steps)
+    final_lr: float = 0.02
+    compile: bool = False  # torch.compile the training forward (eager again if the first compiled step fails)
     batch_size: int = 4
     steps: int = 10000
     lr: float = 1e-3
@@ -111,9 +126,10 @@ _NUMBERS = {
     "clip_grad": (float, 0, True), "plateau_factor": (float, 0, False), "min_lr": (float, 0, True),
     "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
     "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True), "num_spks": (int, 2, True),
+    "rooms": (int, 0, True), "partial": (float, 0, True), "final_lr": (float, 0, True),
 }
 _OPTIONAL = ("init", "threads", "max_minutes", "num_spks")
-_LISTS = ("train_dirs", "train_sets", "valid_dirs")
+_LISTS = ("train_dirs", "train_sets", "valid_dirs", "noise_dirs", "rir_dirs", "held_out_rirs")
 
 
 def checked_config(cfg: TrainConfig) -> TrainConfig:
@@ -156,7 +172,28 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
         if not ok or v[0] > v[1] or (low is not None and v[0] <= low):
             raise bad(name, "expected two numbers LOW, HIGH with LOW <= HIGH" + (" and LOW > 0" if low is not None else ""))
         values[name] = [float(x) for x in v]
-    for name in ("out_dir", "arch", "size", "device") + (("init",) if cfg.init is not None else ()):
+    from .scenes import CONDITIONS
+    conditions = [cfg.valid_conditions] if isinstance(cfg.valid_conditions, str) else cfg.valid_conditions
+    if not isinstance(conditions, (list, tuple)) or not conditions or set(conditions) - set(CONDITIONS):
+        raise bad("valid_conditions", f"expected some of {', '.join(CONDITIONS)}")
+    values["valid_conditions"] = list(conditions)
+    if cfg.mixing not in ("cpu", "device"):
+        raise bad("mixing", "expected cpu or device")
+    if cfg.mixing == "device" and (cfg.train_sets or not cfg.train_dirs):
+        raise bad("mixing", "device mixing draws from train_dirs only (no fixed train_sets)")
+    if cfg.schedule not in ("plateau", "cosine"):
+        raise bad("schedule", "expected plateau or cosine")
+    if not (isinstance(cfg.speeds, (list, tuple)) and cfg.speeds and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0.5 <= x <= 2 for x in cfg.speeds)):
+        raise bad("speeds", "expected a list of speed factors between 0.5 and 2")
+    values["speeds"] = [float(x) for x in cfg.speeds]
+    kinds = cfg.noise_kinds
+    if not isinstance(kinds, dict) or set(kinds) - set(aug.NOISE_KINDS) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in kinds.values()):
+        raise bad("noise_kinds", f"expected weights of {', '.join(aug.NOISE_KINDS)}")
+    if values.get("reverb", cfg.reverb) > 0 and cfg.rooms == 0 and not values.get("rir_dirs", cfg.rir_dirs):
+        raise bad("rooms", "reverb needs rooms: simulated (rooms > 0) or measured (rir_dirs)")
+    for name in ("out_dir", "arch", "size", "device", "data_cache") + (("init",) if cfg.init is not None else ()):
         if not isinstance(getattr(cfg, name), str):
             raise bad(name, "expected text")
     if cfg.device not in ("auto", "cpu", "cuda"):
@@ -166,7 +203,10 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
     unknown = sorted(set(cfg.model) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise MossepError(f"training option model: unknown model settings {unknown}")
-    for name in ("bf16", "quiet", "random_polarity"):
+    for name in ("partial", "final_lr"):
+        if values.get(name, getattr(cfg, name)) > 1:
+            raise bad(name, "must be at most 1")
+    for name in ("bf16", "quiet", "random_polarity", "compile"):
         if not isinstance(getattr(cfg, name), bool):
             raise bad(name, "expected true or false")
     out = replace(cfg, **values)
@@ -300,8 +340,27 @@ class Trainer:
             self.data.append(td.DynamicMixing(speakers, spec, sr))
         if cfg.train_sets:
             self.data.append(td.FixedMixtures.load([Path(p) for p in cfg.train_sets], sr, self.mcfg.num_spks, segment))
+        self.mixer = None
+        if cfg.mixing == "device":
+            self.mixer = DeviceMixer(self.data[0].speakers, sr, segment, cfg.speeds, self.device)
+        self.forward = torch.compile(self.net) if cfg.compile else self.net
+        self._compiling = cfg.compile
+        self._fit_start = time.monotonic()
+        self.scene_cfg = scenes.SceneConfig(
+            noise_dirs=tuple(cfg.noise_dirs), rir_dirs=tuple(cfg.rir_dirs), held_out_rirs=tuple(cfg.held_out_rirs),
+            rooms=cfg.rooms, rt60=tuple(cfg.rt60), cache=cfg.data_cache, workers=cfg.threads or os.cpu_count() or 1)
+        self.scenes = None
+        if cfg.reverb or cfg.noise:
+            babble_speakers = next((d.speakers for d in self.data if isinstance(d, td.DynamicMixing)), None)
+            self.scenes = scenes.training_scenes(self.scene_cfg, sr, babble_speakers, self.device,
+                                                 rooms=cfg.reverb > 0, seed=cfg.seed)
+        self.valid_sets: dict[str, list] = {}  # the conditions other than clean (mossep.scenes.fixed_sets)
+        if cfg.valid_dirs and self.main and set(cfg.valid_conditions) - {"clean"}:
+            self.valid_sets = scenes.fixed_sets(cfg.valid_dirs, sr, cfg.valid_count, self.scene_cfg, cfg.valid_seconds,
+                                                [c for c in cfg.valid_conditions if c != "clean"],
+                                                self.mcfg.num_spks, cfg.gain_db)
         self.valid_items: list = []
-        if cfg.valid_dirs and self.main:
+        if cfg.valid_dirs and self.main and "clean" in cfg.valid_conditions:
             self.valid_items = dm.validation_mixtures(cfg.valid_dirs, sr, cfg.valid_count, cfg.valid_seconds,
                                                       self.mcfg.num_spks, cfg.gain_db)
 
@@ -362,16 +421,23 @@ class Trainer:
                 "train_hours": round(self.train_seconds / 3600, 3),
                 "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb,
-                                   "random_polarity": cfg.random_polarity},
+                                   "random_polarity": cfg.random_polarity, "partial": cfg.partial,
+                                   "mixing": cfg.mixing, **({"speeds": cfg.speeds} if cfg.mixing == "device" else {})},
+                "schedule": cfg.schedule,
+                "hardware": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
                 "augment": {"reverb": cfg.reverb, "noise": cfg.noise, "eq": cfg.eq, "rt60": cfg.rt60,
-                            "snr_db": cfg.snr_db},
+                            "snr_db": cfg.snr_db, "noise_dirs": cfg.noise_dirs, "rir_dirs": cfg.rir_dirs,
+                            "held_out_rirs": cfg.held_out_rirs, "rooms": cfg.rooms, "noise_kinds": cfg.noise_kinds},
             },
             "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
-                           "mixtures": len(self.valid_items), "seconds": cfg.valid_seconds},
+                           "mixtures": len(self.valid_items) + sum(map(len, self.valid_sets.values())),
+                           "seconds": cfg.valid_seconds, "conditions": cfg.valid_conditions,
+                           **{f"{c}_si_snri_db": round(scores[c], 3) for c in cfg.valid_conditions if c in scores}},
         }
 
     # ---- loop --------------------------------------------------------------------------------
-    LOG_COLUMNS = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr"]
+    LOG_COLUMNS = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr",
+                   "valid_clean", "valid_noisy", "valid_reverb", "valid_both"]
 
     def _prepare_log(self) -> None:
         """Once per run: a log.csv from an older version is rewritten with the current columns."""
@@ -401,9 +467,14 @@ class Trainer:
             w.writerow({k: row.get(k, "") for k in self.LOG_COLUMNS})
 
     def _validate_and_keep_best(self) -> dict[str, float] | None:
-        if not (self.main and self.valid_items):
+        if not (self.main and (self.valid_items or self.valid_sets)):
             return None
-        scores = validate(self.model, self.valid_items, self.device)
+        sets = {**({"clean": self.valid_items} if self.valid_items else {}), **self.valid_sets}
+        per = {c: validate(self.model, items, self.device) for c, items in sets.items()}
+        # one condition: its scores; several: their means (the checkpoint choice), and each one's SI-SNRi
+        scores = {k: float(np.mean([v[k] for v in per.values()])) for k in ("si_snri", "si_snr")}
+        if len(per) > 1:
+            scores.update({c: v["si_snri"] for c, v in per.items()})
         self.history.append({"step": self.step, "hours": self.train_seconds / 3600,
                              "cpu_hours": self.cpu_seconds / 3600, **scores})
         if scores["si_snri"] > self.best:
@@ -425,28 +496,64 @@ class Trainer:
 
     def train_step(self) -> float:
         cfg = self.cfg
-        mix, src = td.make_batch(self.data, cfg.batch_size, cfg.seed, self.step, self.rank)
+        # every random draw is seeded by (seed, step, rank), so resume is exact
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(hash((cfg.seed, self.step, self.rank, 1)) % (2**31))
+        if self.mixer is not None:
+            src_t = self.mixer.sources(cfg.batch_size, gen, cfg.gain_db, self.mcfg.num_spks, cfg.random_polarity)
+            mix_t, extra = src_t.sum(1), None
+        else:
+            mix, src = td.make_batch(self.data, cfg.batch_size, cfg.seed, self.step, self.rank)
+            mix_t, src_t = torch.from_numpy(mix).to(self.device), torch.from_numpy(src).to(self.device)
+            extra = mix_t - src_t.sum(1)
         torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
-        mix_t, src_t = torch.from_numpy(mix).to(self.device), torch.from_numpy(src).to(self.device)
-        if cfg.reverb or cfg.noise or cfg.eq:  # seeded by (seed, step, rank) like the batch, so resume is exact
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(hash((cfg.seed, self.step, self.rank, 1)) % (2**31))
+        if cfg.partial:
+            src_t = aug.turn_taking(src_t, gen, cfg.partial)
+        if cfg.reverb or cfg.noise or cfg.eq or cfg.partial:
             mix_t, src_t = aug.augment_batch(src_t, gen, self.mcfg.sample_rate, cfg.reverb, cfg.eq, cfg.noise,
-                                             tuple(cfg.rt60), tuple(cfg.snr_db), extra=mix_t - src_t.sum(1))
-        lr = max(cfg.min_lr, lr_at(self.step, cfg.lr, cfg.warmup_steps) * self.lr_scale)
+                                             tuple(cfg.snr_db), noise_kinds=cfg.noise_kinds, extra=extra,
+                                             **self.scenes_kwargs())
+        lr = lr_at(self.step, cfg.lr, cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            done = ((time.monotonic() - self._fit_start) / (cfg.max_minutes * 60) if cfg.max_minutes
+                    else self.step / cfg.steps)
+            lr *= cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+        else:
+            lr *= self.lr_scale
+        lr = max(cfg.min_lr, lr)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        use_bf16 = cfg.bf16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            est = self.net(mix_t)
-        loss = pit_si_snr_loss(est.float(), src_t)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        loss = self._loss_and_backward(mix_t, src_t)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+        bad = ~torch.isfinite(norm)  # a non-finite step changes nothing (no host sync: stays on the device)
+        for p in params:
+            p.grad.masked_fill_(bad, 0.0)
         self.opt.step()
         self.step += 1
         return float(loss.detach())
+
+    def _loss_and_backward(self, mix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                est = self.forward(mix)
+            loss = pit_si_snr_loss(est.float(), src)
+            loss.backward()
+        except Exception as e:  # noqa: BLE001 - a compiler failure on the first compiled step: train on eagerly
+            if not self._compiling:
+                raise
+            if self.main:
+                print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly", flush=True)
+            self.forward, self._compiling = self.net, False
+            self.opt.zero_grad(set_to_none=True)
+            return self._loss_and_backward(mix, src)
+        self._compiling = False
+        return loss
+
+    def scenes_kwargs(self) -> dict[str, Any]:
+        return self.scenes.kwargs() if self.scenes else {}
 
     def _request_stop(self, *_: Any) -> None:
         self._stop = True
@@ -459,7 +566,7 @@ class Trainer:
         self._prepare_log()
         old = signal.signal(signal.SIGINT, self._request_stop)
         old_term = signal.signal(signal.SIGTERM, self._request_stop)
-        start = time.monotonic()
+        start = self._fit_start = time.monotonic()
         losses: list[float] = []
         try:
             while self.step < cfg.steps and not self._stop:
@@ -476,6 +583,7 @@ class Trainer:
                     self._sync_lr_scale()
                     if scores:
                         row.update(valid_si_snri=round(scores["si_snri"], 3), valid_si_snr=round(scores["si_snr"], 3))
+                        row.update({f"valid_{c}": round(scores[c], 3) for c in scenes.CONDITIONS if c in scores})
                 if self.step % 10 == 0 or "valid_si_snri" in row:
                     row["loss"] = float(np.mean(losses[-10:]))
                     self._log(row)

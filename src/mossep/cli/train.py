@@ -52,9 +52,15 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop with a checkpoint after this much time."),
-    reverb: Optional[float] = typer.Option(None, help="Probability per mixture of a synthetic room (targets: the reverberant sources) [0]."),
-    noise: Optional[float] = typer.Option(None, help="Probability per mixture of added noise or hum (targets: the clean sources) [0]."),
-    eq: Optional[float] = typer.Option(None, help="Probability per mixture of a random channel EQ [0]. Ranges (rt60, snr_db): config file."),
+    reverb: Optional[float] = typer.Option(None, help="Probability per mixture of a room, simulated or measured (targets: the dry sources) [0]."),
+    noise: Optional[float] = typer.Option(None, help="Probability per mixture of ambient noise, babble or synthetic noise (targets: the clean sources) [0]."),
+    eq: Optional[float] = typer.Option(None, help="Probability per mixture of a random channel EQ [0]. Ranges and kinds (rt60, snr_db, noise_kinds, rooms): config file."),
+    noise_dir: Optional[List[str]] = typer.Option(None, "--noise-dir", help="Folder of ambient noise recordings; the last fifth of each is held out (repeatable)."),
+    rir_dir: Optional[List[str]] = typer.Option(None, "--rir-dir", help="Folder of measured room impulse responses (repeatable; held_out_rirs: config file)."),
+    partial: Optional[float] = typer.Option(None, help="Share of mixtures where one talker speaks over only part of the segment [0]."),
+    mixing: Optional[str] = typer.Option(None, help="cpu, or device: mix on the training device (GPU); default cpu."),
+    schedule: Optional[str] = typer.Option(None, help="plateau (halve on plateau) or cosine (over --max-minutes, else --steps); default plateau."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training forward (default off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT_DIR/last.pt exactly."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUT_DIR (refused otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -66,7 +72,8 @@ def train(
     given = dict(out_dir=out_dir, arch=arch, size=size, num_spks=num_spks, init=init, train_dirs=train_dir or None, train_sets=train_set or None, valid_dirs=valid_dir or None,
                  segment_seconds=segment_seconds, batch_size=batch_size, steps=steps, lr=lr, valid_every=valid_every,
                  checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, max_minutes=max_minutes,
-                 reverb=reverb, noise=noise, eq=eq, quiet=quiet or None)
+                 reverb=reverb, noise=noise, eq=eq, noise_dirs=noise_dir or None, rir_dirs=rir_dir or None,
+                 partial=partial, mixing=mixing, schedule=schedule, compile=compile_, quiet=quiet or None)
     opts.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(**opts)
     check_run_folder(cfg.out_dir, resume, overwrite)  # before the folder is created or anything replaced
