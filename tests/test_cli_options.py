@@ -76,6 +76,8 @@ CASES = {
     "raw": (["--raw"], dict(raw=True), True),
     "track": (["--track", *CHUNKED], dict(track_speakers=True, chunk_seconds=1.0, overlap_seconds=0.25), True),
     "device-cpu": (["--device", "cpu"], dict(device="cpu"), False),
+    "solo": (["--solo"], dict(solo=True), None),  # whether it changes this clip is mossep.solo's call
+    "no-solo": (["--no-solo"], dict(solo=False), False),  # the default
 }
 
 
@@ -90,9 +92,13 @@ def test_option_gives_the_api_output(tmp_path, tiny_model_path, mixture, source,
     np.testing.assert_allclose(read(tmp_path / "sep"), want, atol=tol)
     assert cli(["batch", source.parent, "-o", tmp_path / "batch", *common, *args]) == 0
     np.testing.assert_allclose(read(tmp_path / "batch"), want, atol=tol)
+    if changes is None:
+        return
+    plain = Separator(tiny_model_path, device="cpu").separate(mixture, RATE)
     if changes:
-        plain = Separator(tiny_model_path, device="cpu").separate(mixture, RATE)
         assert np.abs(want - plain).max() > 100 * tol, f"{case} changes nothing"
+    else:
+        np.testing.assert_allclose(want, plain, atol=tol)
 
 
 def test_model_option_uses_that_model(tmp_path, tiny_model_path, other_model, mixture, source):
