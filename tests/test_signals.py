@@ -112,7 +112,7 @@ _HOLDER = """
 import sys, time
 from pathlib import Path
 from mossep import fsutil
-print(fsutil._temp_next_to(Path(sys.argv[1])), flush=True)
+print(fsutil._temp_next_to(Path(sys.argv[1]))[0], flush=True)
 time.sleep(120)
 """
 

@@ -87,34 +87,22 @@ def _temp_prefix(path: Path) -> str:
     return f".{name}."
 
 
-# Temporary files are held under an exclusive flock from creation until they are renamed or removed (the
-# descriptor is kept open for that); a lock dies with its process, so a .part file nobody holds is a leftover.
-_held: dict[Path, int] = {}
-
-
-def _temp_next_to(path: Path) -> Path:
+def _temp_next_to(path: Path) -> tuple[Path, int]:
+    """A new temporary file next to `path` and an open descriptor holding an exclusive flock on it: the caller
+    keeps it open until the file is renamed or removed (_release). A lock dies with its process, so a .part
+    file that nobody holds is a killed run's leftover (remove_stale_temps)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".part")
     except OSError as e:
         raise MossepError(f"{path}: cannot write there ({os_error_text(e)})") from None
     fcntl.flock(fd, fcntl.LOCK_EX)
-    _held[Path(tmp)] = fd
-    return Path(tmp)
+    return Path(tmp), fd
 
 
-def _release(tmp: Path) -> None:
-    """Remove a temporary file of this process (if still there) and drop its lock."""
+def _release(tmp: Path, fd: int) -> None:
+    """Remove a temporary file of this process (if it was not renamed) and drop its lock."""
     tmp.unlink(missing_ok=True)
-    fd = _held.pop(tmp, None)
-    if fd is not None:
-        os.close(fd)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    fd = _held.pop(tmp, None)
-    if fd is not None:
-        os.close(fd)
+    os.close(fd)
 
 
 def remove_stale_temps(folder: str | Path, names: Iterable[str] = ()) -> list[Path]:
@@ -187,13 +175,13 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(str(path))
-    tmp_path = _temp_next_to(path)
+    tmp_path, fd = _temp_next_to(path)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
-        _replace(tmp_path, path)
+        os.replace(tmp_path, path)
     finally:
-        _release(tmp_path)
+        _release(tmp_path, fd)
 
 
 # Several files renamed into place one by one (atomic_paths) are not one atomic step: a process killed
@@ -262,10 +250,12 @@ def atomic_paths(paths: Iterable[str | Path], overwrite: bool = True) -> Iterato
     for p in paths:  # every target is checked before the first rename: all outputs or none
         check_output_file(p)
     earlier = _read_journal(paths)
+    held: list[tuple[Path, int]] = []
     tmps: list[Path] = []
     try:
         for p in paths:
-            tmps.append(_temp_next_to(p))
+            held.append(_temp_next_to(p))
+            tmps.append(held[-1][0])
         yield tmps
         mode = 0o666 & ~_umask()
         for t in tmps:
@@ -277,13 +267,13 @@ def atomic_paths(paths: Iterable[str | Path], overwrite: bool = True) -> Iterato
         for p in paths:  # once more, just before the first rename (a folder may have appeared meanwhile)
             check_output_file(p)
         for p, t in zip(paths, tmps):
-            _replace(t, p)
+            os.replace(t, p)
         journal.unlink()
         for t in earlier[1] if earlier else []:  # temporary files of a killed earlier try
             t.unlink(missing_ok=True)
     finally:
-        for t in tmps:
-            _release(t)
+        for t, fd in held:
+            _release(t, fd)
 
 
 def cache_dir() -> Path:
