@@ -57,3 +57,50 @@ def test_sdr_improvement_uses_the_filter_length_it_is_given(rng):
         assert got["sdri"] == pytest.approx(values.mean() - base.mean(), abs=1e-9)
     # a filtered estimate is forgiven by a long distortion filter, not by a one-tap one
     assert sdr_improvement(est, ref, mix, filter_length=64)["sdr"] > sdr_improvement(est, ref, mix, filter_length=1)["sdr"] + 3
+
+
+def _no_warnings():
+    import warnings
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("error")
+    return ctx
+
+
+def test_sdr_undefined_cases_are_nan_for_every_source_without_warnings(rng):
+    ref = rng.standard_normal((2, 4000))
+    est = ref + 0.1 * rng.standard_normal((2, 4000))
+    one_silent = est.copy()
+    one_silent[1] = 0.0
+    silent_ref = ref.copy()
+    silent_ref[0] = 0.0
+    inf_est = est.copy()
+    inf_est[0, 5] = np.inf
+    nan_ref = ref.copy()
+    nan_ref[1, 9] = np.nan
+    ctx = _no_warnings()
+    try:
+        for e, r in ((one_silent, ref), (est, silent_ref), (inf_est, ref), (est, nan_ref)):
+            values, perm = sdr(e, r)
+            assert values.shape == (2,) and np.isnan(values).all() and perm == [0, 1]
+        # an estimate that is not silent but vanishingly small: -inf for it, its partner still scored
+        tiny = est.copy()
+        tiny[0] = 1e-200 * rng.standard_normal(4000)
+        values, perm = sdr(tiny, ref)
+        assert values[0] == -np.inf and np.isfinite(values[1]) and perm == [0, 1]
+    finally:
+        ctx.__exit__(None, None, None)
+    with pytest.raises(ValueError, match=r"est \(2, 4000\) and ref \(4000,\) must both be \[C, T\]"):
+        sdr(est, ref[0])
+
+
+def test_sdr_computes_in_float64_whatever_the_input_dtype(rng):
+    ref = rng.standard_normal((2, 4000))
+    est = ref + 0.1 * rng.standard_normal((2, 4000))
+    r16 = ref.astype(np.float16)
+    got, _ = sdr(est, r16)
+    want, _ = sdr(est, r16.astype(np.float64))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    res = sdr_improvement(est, ref, ref.sum(0))
+    assert set(res) == {"sdr", "sdri", "perm"} and res["perm"] == [0, 1]
