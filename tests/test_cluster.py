@@ -232,3 +232,11 @@ def test_a_killed_driver_leaves_complete_outputs_and_a_rerun_finishes(cluster, l
             now = (out / name).stat()
             assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
     assert not leftovers(out)
+
+
+def test_ray_options_without_ray_are_one_line(tmp_path, capsys, tiny_model_path):
+    _noise(tmp_path / "in" / "a.wav", 1, 0)
+    code, _, err = run(["batch", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_model_path,
+                        "--ray-workers", 2], capsys)
+    one_line_error(code, err, "need --ray")
+    assert not (tmp_path / "out").exists()

@@ -150,11 +150,11 @@ class Cluster:
     def plan(self, files: list[Path], input_dir: Path, output_dir: Path, filename: str, fmt: str):
         return self.ray.get(self.workers[0].plan.remote(files, input_dir, output_dir, filename, fmt))
 
-    def run(self, jobs: list[batchjob.Job], output_dir: Path, overwrite: bool, how: dict, want_speech: bool,
-            on_outcome: Callable[[batchjob.Outcome, float], None],
+    def run(self, jobs: list[batchjob.Job], seconds: dict[Path, float], output_dir: Path, overwrite: bool,
+            how: dict, want_speech: bool, on_outcome: Callable[[batchjob.Outcome, float], None],
             on_note: Callable[[str], None]) -> None:
-        """Run `jobs` on the workers, a file at a time per worker; on_outcome(outcome, audio seconds) as each
-        file finishes (seconds from the job's input, 0 when unreadable)."""
+        """Run `jobs` on the workers, a file at a time per worker; on_outcome(outcome, its input's audio seconds)
+        as each file finishes (`seconds`: audio_seconds of each input, for the progress and the throughput)."""
         ray = self.ray
         pending = collections.deque(_Item(j) for j in jobs)
         free = list(range(len(self.workers)))
@@ -204,8 +204,8 @@ class Cluster:
                     stats.busy_seconds += outcome.busy_seconds
                     if outcome.status == "separated":
                         stats.files += 1
-                        stats.audio_seconds += audio_seconds(item.job.input)
-                on_outcome(outcome, audio_seconds(item.job.input))
+                        stats.audio_seconds += seconds[item.job.input]
+                on_outcome(outcome, seconds[item.job.input])
 
 
 def audio_seconds(path: Path) -> float:

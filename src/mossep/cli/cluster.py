@@ -43,7 +43,8 @@ def _run(cluster: Cluster, rep: Reporter, report: JsonReport, files: list[Path],
             report_outcome(rep, report, outcome)
         else:
             todo.append(job)
-    total = sum(audio_seconds(j.input) for j in todo)
+    seconds = {j.input: audio_seconds(j.input) for j in todo}
+    total = sum(seconds.values())
     done = 0.0
     with rep.progress:
         bar = rep.progress.add_task("audio", total=max(total, 1e-9), amount=_hours(0, total))
@@ -55,7 +56,7 @@ def _run(cluster: Cluster, rep: Reporter, report: JsonReport, files: list[Path],
             report_outcome(rep, report, outcome)
             rep.progress.update(bar, completed=done, amount=_hours(done, total))
 
-        cluster.run(todo, output_dir, overwrite, how, report.path is not None, on_outcome, rep.note)
+        cluster.run(todo, seconds, output_dir, overwrite, how, report.path is not None, on_outcome, rep.note)
     wall = time.monotonic() - start
     for k, stats in enumerate(cluster.stats, 1):
         rep.console.print(f"mossep: ray: {stats.line(k)}", markup=False, highlight=False, soft_wrap=True)

@@ -263,6 +263,8 @@ def batch(
     files = find_audio(input_dir, glob or [], output_dir.resolve())
     if not files:
         raise MossepError(f"{input_dir}: no audio files found" + (f" matching {', '.join(glob)}" if glob else ""))
+    if ray is None and (ray_workers is not None or ray_cpus != 1.0 or ray_gpus != 0.0):
+        raise MossepError("--ray-workers, --ray-cpus-per-worker and --ray-gpus-per-worker need --ray")
     report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
     if ray is not None:
