@@ -17,7 +17,7 @@
 #                                                                                         (234 s wall)
 #   (VALID_B was then a period in seconds; it is now in steps.) The noisy/reverberant stage: recipes/gpu_robust_8k.sh.
 #
-# Prepare on the CPU machine:  bash recipes/gpu_prepare.sh   (then carry .gpu and .whl; `git reset -q` afterwards)
+# Prepare on the CPU machine:  bash recipes/gpu_prepare.sh   (then carry data_cache/gpu)
 # Run there:  bash recipes/gpu_default_8k.sh MINUTES_A MINUTES_B      (results in $OUT)
 # MINUTES_B=0 runs stage A only; MINUTES_A=0 runs stage B only, from INIT; RTF=0 skips the real-time-factor
 # runs. EXTRA adds `mossep train` options to both stages (e.g. EXTRA=--no-compile).
@@ -26,7 +26,7 @@ MIN_A=${1:-6.5}; MIN_B=${2:-4}
 INIT=${INIT:-weights/default.safetensors}   # what stage A continues (stage B's start when MINUTES_A=0)
 LR_A=${LR_A:-1e-3}; LR_B=${LR_B:-4e-4}; VALID_B=${VALID_B:-800}   # peak learning rates; B's validation period (steps)
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site data_cache/gpu/whl/*.whl \
   || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MOSSEP_CACHE=/tmp/mossep-cache
 TRAIN="python3 -m mossep train -c recipes/gpu-default-8k.yaml -q --overwrite ${EXTRA:-}"

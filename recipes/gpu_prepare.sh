@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Prepare, on the CPU machine, what a lent GPU needs for recipes/gpu_robust_8k.sh or gpu_default_8k.sh (the device
-# copies the working tree, 64 MiB at most, and reaches no network):
-#   .gpu/corpus/   the training speakers and the held-out validation speakers (../shared/corpus)
-#   .gpu/noise/    the ambient recordings, at 8 kHz (half the bytes; the split into training and held-out parts
-#                  is by position in each file, as on the CPU), and the measured room responses as they are
-#   .gpu/cache/    the room banks (simulated here, or copied from data_cache/ when built already)
-#   .whl/          wheels the device lacks: soundfile, soxr, and typer/rich for the `mossep` command
-# Then (as the last GPU sessions did) large test fixtures are taken out of the index for the call; run
-# `git reset -q` here afterwards to restore it. Usage, from the repository root:  bash recipes/gpu_prepare.sh
+# Prepare, on the CPU machine, what a lent GPU needs for recipes/gpu_robust_8k.sh or gpu_default_8k.sh: the device
+# copies the working tree (64 MiB at most, with the folders named in `carry`) and reaches no network. All of it
+# goes under data_cache/gpu/ (git-ignored), to be carried as one path:
+#   corpus/   the training speakers and the held-out validation speakers (../shared/corpus)
+#   noise/    the ambient recordings at 8 kHz (half the bytes; the split into training and held-out parts is by
+#             position in each file, as on the CPU) and the measured room responses as they are
+#   cache/    the room banks (built here, seeded, with pyroomacoustics, which the device does not need then)
+#   whl/      wheels the device lacks: soundfile, soxr, and typer/rich for the `mossep` command
+# Usage, from the repository root:  bash recipes/gpu_prepare.sh
+# The tracked test fixtures (about 58 MB) do not fit beside it: as the earlier GPU sessions did, take them out of
+# the index for the device call (`git rm -r -q --cached tests/fixtures`) and put them back right after it
+# (`git reset -q tests/fixtures`), in a session where no one else commits meanwhile.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 S=../shared
-mkdir -p .gpu/corpus .gpu/noise .gpu/cache .whl
+G=data_cache/gpu
+mkdir -p $G/corpus $G/noise/ambient $G/cache $G/whl
 for c in librispeech-train-clean-100 librispeech-test-other vctk; do
-  [ -d .gpu/corpus/$c ] || cp -r $S/corpus/$c .gpu/corpus/
+  [ -d $G/corpus/$c ] || cp -r $S/corpus/$c $G/corpus/
 done
-cp $S/corpus/README.md .gpu/corpus/
-mkdir -p .gpu/noise/ambient && cp -r $S/noise/rirs .gpu/noise/ && cp $S/noise/README.md .gpu/noise/
+cp $S/corpus/README.md $G/corpus/
+cp -r $S/noise/rirs $G/noise/ && cp $S/noise/README.md $G/noise/
 $PY - <<'PYEOF'
 from pathlib import Path
 import soundfile as sf
 from mossep.dynamic_mix import load_mono
 for f in sorted(Path("../shared/noise/ambient").glob("*.flac")):
-    sf.write(Path(".gpu/noise/ambient") / f.name, load_mono(f, 8000), 8000, subtype="PCM_16")
+    sf.write(Path("data_cache/gpu/noise/ambient") / f.name, load_mono(f, 8000), 8000, subtype="PCM_16")
 PYEOF
-# the banks for the GPU config's paths (same keys as on the CPU: they depend on the rooms, not on the folders)
+mkdir -p $G/cache/rooms && cp -n data_cache/rooms/*.npz $G/cache/rooms/ 2>/dev/null || true  # built here already
+# the banks, for the GPU config's folders (the same rooms as on the CPU: the key holds the rooms' parameters and
+# the measured files' names and sizes, not their folders)
 $PY - <<'PYEOF'
 import os
 from mossep import scenes as sc
@@ -36,11 +42,9 @@ for split in ("train", "valid"):
     b = sc.room_bank(cfg, 8000, split)
     print(split, "rooms", len(b), "RT60", round(float(b.rt60.min()), 2), "-", round(float(b.rt60.max()), 2), "s")
 PYEOF
-$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-  --platform manylinux_2_17_x86_64 -d .whl soundfile cffi pycparser soxr typer click rich shellingham \
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+  --platform manylinux_2_17_x86_64 -d $G/whl soundfile cffi pycparser soxr typer click rich shellingham \
   typing_extensions markdown-it-py mdurl pygments
-grep -qx '/.gpu/' .git/info/exclude || printf '/.gpu/\n/.whl/\n/tests/fixtures/\n' >> .git/info/exclude
-git rm -r -q --cached tests/fixtures
-echo "carry: .gpu .whl; working tree for the device:"
-du -sh .gpu .whl
-git ls-files -z --cached --others --exclude-standard | du -ch --files0-from=- | tail -1
+du -sh $G
+echo "working tree without the fixtures, plus $G:"
+git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/fixtures/' | du -ch --files0-from=- | tail -1
