@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(relpath: str) -> ModuleType:
-    """Import a script of the repository (e.g. "recipes/gpu_default_8k.py") as a module, without running main."""
+    """Import a script of the repository (e.g. "benchmarks/bench_realistic.py") as a module, without running main."""
     path = ROOT / relpath
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)

@@ -172,10 +172,9 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
         if not ok or v[0] > v[1] or (low is not None and v[0] <= low):
             raise bad(name, "expected two numbers LOW, HIGH with LOW <= HIGH" + (" and LOW > 0" if low is not None else ""))
         values[name] = [float(x) for x in v]
-    from .scenes import CONDITIONS
     conditions = [cfg.valid_conditions] if isinstance(cfg.valid_conditions, str) else cfg.valid_conditions
-    if not isinstance(conditions, (list, tuple)) or not conditions or set(conditions) - set(CONDITIONS):
-        raise bad("valid_conditions", f"expected some of {', '.join(CONDITIONS)}")
+    if not isinstance(conditions, (list, tuple)) or not conditions or set(conditions) - set(scenes.CONDITIONS):
+        raise bad("valid_conditions", f"expected some of {', '.join(scenes.CONDITIONS)}")
     values["valid_conditions"] = list(conditions)
     if cfg.mixing not in ("cpu", "device"):
         raise bad("mixing", "expected cpu or device")
