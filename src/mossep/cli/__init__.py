@@ -12,7 +12,7 @@ import sys
 from ..errors import MossepError
 from .app import app
 
-from . import separate, models, pretrained, evaluate, train  # noqa: E402,F401  (register commands)
+from . import separate, models, pretrained, evaluate, train, export  # noqa: E402,F401  (register commands)
 
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 

@@ -42,6 +42,8 @@ def joint_attention_stacked(
     scale stays 1/g). The local part is accumulated in place into the global part (bmm's backward does
     not need its output), so no [B, L, c] temporary is made beyond the result.
     """
+    if exporting():
+        return joint_attention_padded(quad_q, lin_q, quad_k, lin_k, values, group_size)
     B, L, c = values.shape
     g = group_size
     n, r = divmod(L, g)  # whole groups, frames in the short last group
@@ -64,6 +66,35 @@ def joint_attention_stacked(
         attn = local_scores(quad_q[:, full:], quad_k[:, full:])  # [B, r, r]
         out[:, full:].baddbmm_(attn, values[:, full:])
     return out
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for ONNX export (mossep.export), where lengths are symbolic."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def joint_attention_padded(
+    quad_q: torch.Tensor,
+    lin_q: torch.Tensor,
+    quad_k: torch.Tensor,
+    lin_k: torch.Tensor,
+    values: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """joint_attention_stacked without Python branches or loops on the length or batch size, for export
+    with a symbolic length: the last group is zero-padded to g frames (as the reference does; zero keys
+    score 0 and the padded queries are cut off), every group attends in one batched matmul."""
+    L, g = values.shape[1], group_size
+    kv = torch.bmm(lin_k.transpose(1, 2), values) / L  # [B, d, c]
+    out = torch.bmm(lin_q, kv)  # [B, L, c]
+    pad = (g - L % g) % g
+
+    def groups(t: torch.Tensor) -> torch.Tensor:  # [B, L, .] -> [B, n, g, .]
+        return F.pad(t, (0, 0, 0, pad)).unflatten(1, (-1, g))
+
+    attn = F.relu(torch.matmul(groups(quad_q), groups(quad_k).transpose(-1, -2)) / g) ** 2  # [B, n, g, g]
+    local = torch.matmul(attn, groups(values)).flatten(1, 2)[:, :L]  # [B, L, c]
+    return out + local
 
 
 class MossFormerBlock(nn.Module):

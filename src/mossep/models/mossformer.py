@@ -136,9 +136,7 @@ class Separator(nn.Module):
         h = self.encoder(mix)  # [B, N, L]
         masks = self.mask_net(h)  # [C, B, N, L]
         est = torch.stack([self.decoder(h * m if self.config.mask_encoder else m) for m in masks], dim=1)  # [B, C, T']
-        if est.shape[-1] < T:
-            est = F.pad(est, (0, T - est.shape[-1]))
-        return est[..., :T]
+        return F.pad(est, (0, T - est.shape[-1]))  # the (T - K) % S samples past the last frame: zeros
 
 
 class MossFormer(Separator):
