@@ -319,7 +319,8 @@ def report_outcome(rep: Reporter, report: JsonReport, outcome: batchjob.Outcome,
 def finish_batch(rep: Reporter, report: JsonReport, total: int, outcomes: list[batchjob.Outcome]) -> None:
     """Write the report, print the summary; MossepError if any file failed."""
     report.write()
-    rep.console.print(f"mossep: batch: {batchjob.summary(total, outcomes)}", markup=False, highlight=False)
+    rep.console.print(f"mossep: batch: {batchjob.summary(total, outcomes)}", markup=False, highlight=False,
+                      soft_wrap=True)  # one line, however long
     failed = sum(1 for o in outcomes if o.status == "failed")
     if failed:
         raise MossepError(f"{failed} of {total} files failed")
