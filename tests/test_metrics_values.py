@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mossep.metrics import best_permutation, pit_si_snr_loss, sdr, sdr_improvement, si_snr_improvement
+from mossep.metrics import best_permutation, pit_si_snr_loss, sdr, sdr_improvement, si_snr, si_snr_improvement
 
 
 def test_batched_permutation_search_is_per_item(rng):
@@ -104,3 +104,22 @@ def test_sdr_computes_in_float64_whatever_the_input_dtype(rng):
     np.testing.assert_allclose(got, want, atol=1e-9)
     res = sdr_improvement(est, ref, ref.sum(0))
     assert set(res) == {"sdr", "sdri", "perm"} and res["perm"] == [0, 1]
+
+
+def test_si_snr_of_an_orthogonal_estimate_is_very_low_not_nan():
+    t = torch.arange(800, dtype=torch.float64) / 800
+    value = float(si_snr(torch.cos(2 * np.pi * 5 * t), torch.sin(2 * np.pi * 5 * t)))
+    assert np.isfinite(value) and value < -60
+
+
+def test_sdr_of_a_singular_system_is_nan_and_a_constant_reference_is_scored(rng):
+    ref = rng.standard_normal((2, 4000))
+    est = ref + 0.1 * rng.standard_normal((2, 4000))
+    tiny = ref.copy()
+    tiny[1] = 1e-200 * rng.standard_normal(4000)  # not silent, but BSS-eval's system is singular
+    values, perm = sdr(est, tiny)
+    assert values.shape == (2,) and np.isnan(values).all() and perm == [0, 1]
+    constant = ref.copy()
+    constant[0] = 1.0  # a constant is not silence
+    values, _ = sdr(est, constant)
+    assert np.isfinite(values).all()
