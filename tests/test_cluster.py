@@ -97,14 +97,15 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def short_files(tmp_path_factory, tiny_model_path):
-    """A dozen short files in a tree, and what a local batch writes for them."""
+    """A dozen short files in a tree and a broken one, and what a local batch writes and says for them."""
     root = tmp_path_factory.mktemp("short")
     for i in range(12):
         _noise(root / "in" / f"day{i % 3}" / f"call{i}.wav", 1 + i % 4, i)
+    (root / "in" / "day1" / "broken.wav").write_bytes(b"RIFF\x00\x00not a wav file")
     done = mossep(["batch", root / "in", "-o", root / "local", "--model", tiny_model_path, "--device", "cpu",
                    "--threads", "1", "--quiet"])
-    assert done.returncode == 0, done.stderr
-    return root
+    assert done.returncode == 1, done.stderr
+    return root, done.stderr.splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +128,20 @@ def _ray_batch(root: Path, out: str, model: Path, address: str, *extra):
 @pytest.mark.slow
 @needs_ray
 def test_ray_batch_equals_local_batch(cluster, short_files, tiny_model_path):
-    done = mossep(_ray_batch(short_files, "ray", tiny_model_path, cluster), env=RAY_ENV)
-    assert done.returncode == 0, done.stderr
-    assert "12 files: 12 separated, 0 skipped (outputs exist), 0 failed" in done.stderr
-    assert _tree(short_files / "ray") == _tree(short_files / "local")  # byte for byte
-    assert not leftovers(short_files / "ray")
-    workers = [ln for ln in done.stderr.splitlines() if ln.startswith("mossep: ray: worker ")]
-    assert len(workers) == 2 and sum(int(ln.split("): ")[1].split()[0]) for ln in workers) == 12, done.stderr
-    again = mossep(_ray_batch(short_files, "ray", tiny_model_path, cluster, "--quiet"), env=RAY_ENV)  # resume: all done
-    assert again.returncode == 0 and "12 files: 0 separated, 12 skipped" in again.stderr, again.stderr
+    root, local = short_files
+    done = mossep(_ray_batch(root, "ray", tiny_model_path, cluster, "--quiet"), env=RAY_ENV)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1, done.stderr  # as local batch: the broken file fails alone
+    assert local[-2].startswith("mossep: batch: 13 files: 12 separated, 0 skipped (outputs exist), 1 failed")
+    assert lines[-2:] == local[-2:]  # the same summary and final error
+    assert [ln for ln in lines if "broken.wav" in ln] == [ln for ln in local if "broken.wav" in ln]
+    assert _tree(root / "ray") == _tree(root / "local")  # byte for byte
+    assert not leftovers(root / "ray")
+    workers = [ln for ln in lines if ln.startswith("mossep: ray: worker ")]  # both worked, 12 files in all
+    files = [int(ln.split("): ")[1].split()[0]) for ln in workers]
+    assert len(files) == 2 and sum(files) == 12 and min(files) > 0, done.stderr
+    again = mossep(_ray_batch(root, "ray", tiny_model_path, cluster, "--quiet"), env=RAY_ENV)  # resume: all done
+    assert again.returncode == 1 and "13 files: 0 separated, 12 skipped (outputs exist), 1 failed" in again.stderr
 
 
 def _claim_holders(out: Path) -> list[int]:
