@@ -113,3 +113,23 @@ def test_outputs_that_fit_are_written(tmp_path, capsys, model, small_disk):
     assert code == 0, err
     assert sf.info(disk / "out" / "x_spk2.wav").frames == 32000
     assert leftovers(disk) == []
+
+
+@pytest.mark.parametrize("how", ["text", "torch"])
+def test_single_files_onto_a_full_disk(small_disk, how):
+    """Reports, checkpoints and training states (fsutil.atomic_path): one error naming the file and the cause."""
+    import torch
+
+    from mossep.errors import MossepError
+    from mossep.fsutil import atomic_path
+
+    disk = small_disk(1 << 20)
+    _fill(disk, 64 << 10)
+    target = disk / "state.pt"
+    with pytest.raises(MossepError, match="state.pt: cannot write .*disk full"):
+        with atomic_path(target) as tmp:
+            if how == "text":
+                tmp.write_bytes(b"x" * (256 << 10))
+            else:
+                torch.save({"w": torch.zeros(1 << 16)}, tmp)
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]

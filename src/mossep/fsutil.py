@@ -170,7 +170,8 @@ def claimed(folder: str | Path, key: str) -> Iterator[bool]:
 def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed to `path`, on error removed.
 
-    With overwrite=False an existing `path` raises FileExistsError before anything is written.
+    With overwrite=False an existing `path` raises FileExistsError before anything is written. A failure to
+    write (a full disk, ...) in the block or in the rename is a MossepError naming `path` and the cause.
     """
     path = Path(path)
     if not overwrite and path.exists():
@@ -180,6 +181,12 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OSError as e:
+        raise MossepError(f"{path}: cannot write ({os_error_text(e)})") from None
+    except RuntimeError:  # libraries that write files themselves (torch.save) say only that a write failed
+        if disk_full(path.parent):
+            raise MossepError(f"{path}: cannot write (disk full (no space left on device))") from None
+        raise
     finally:
         _release(tmp_path, fd)
 
