@@ -70,16 +70,20 @@ with fsutil.claimed(sys.argv[1], "x_spk1.wav") as mine:
 """
 
 
-def test_a_claim_is_held_while_its_process_lives_and_freed_when_it_dies(tmp_path):
+def test_a_claim_is_held_while_its_process_lives_and_freed_when_it_dies(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsutil, "STALE_SECONDS", 0.0)
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "True"
         with fsutil.claimed(tmp_path, "x_spk1.wav") as mine:
             assert not mine
+        assert fsutil.remove_stale_temps(tmp_path) == []  # a live claim is never taken for a leftover
         with fsutil.claimed(tmp_path, "other.wav") as mine:  # claims are per piece of work
             assert mine
         proc.kill()  # SIGKILL: no clean-up at all
         proc.wait(timeout=60)
+        (left,) = tmp_path.iterdir()
+        assert fsutil.remove_stale_temps(tmp_path) == [left]  # a dead run's claim file goes with the next run
         start = time.monotonic()
         with fsutil.claimed(tmp_path, "x_spk1.wav") as mine:
             assert mine and time.monotonic() - start < 1.0  # no waiting for a timeout

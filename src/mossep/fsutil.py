@@ -30,6 +30,7 @@ def _umask() -> int:
 
 NAME_MAX = 255  # bytes in one file name, where the file system does not say
 TEMP_NAME_ROOM = 40  # a temporary name's prefix keeps at most NAME_MAX - this many bytes of the target's name
+CLAIM_PREFIX = ".mossep-claim-"
 STALE_SECONDS = 1.0  # a temporary file younger than this is never taken for a leftover (see remove_stale_temps)
 
 
@@ -106,11 +107,12 @@ def _release(tmp: Path, fd: int) -> None:
 
 
 def remove_stale_temps(folder: str | Path, names: Iterable[str] = ()) -> list[Path]:
-    """Remove what killed runs left in `folder`: `.mossep-*.part` files, and the temporary files of the
-    outputs `names`, that no live process holds (see _temp_next_to) and that are older than STALE_SECONDS.
-    Returns the removed paths."""
+    """Remove what killed runs left in `folder`: `.mossep-*.part` files, claim files (see claimed), and the
+    temporary files of the outputs `names`, that no live process holds (see _temp_next_to) and that are older
+    than STALE_SECONDS. Returns the removed paths."""
     folder = Path(folder)
-    patterns = [".mossep-*.part"] + [glob.escape(_temp_prefix(folder / n)) + "*.part" for n in names]
+    patterns = [".mossep-*.part", f"{CLAIM_PREFIX}*"] + [glob.escape(_temp_prefix(folder / n)) + "*.part"
+                                                          for n in names]
     removed = []
     now = time.time()
     for p in sorted({p for pat in patterns for p in folder.glob(pat)}):
@@ -139,7 +141,7 @@ def claimed(folder: str | Path, key: str) -> Iterator[bool]:
     does. The claim is an flock on a hidden file in `folder`, so it dies with its process and a killed run
     never blocks a later one; the file is removed on release."""
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    path = Path(folder) / f".mossep-claim-{digest}"
+    path = Path(folder) / f"{CLAIM_PREFIX}{digest}"
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

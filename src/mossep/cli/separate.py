@@ -16,7 +16,7 @@ from .. import batchjob
 from ..audio import STDIN, check_output_format, check_writable_dir, open_input
 from ..checkpoints.common import ConversionNote
 from ..errors import MossepError
-from ..fsutil import existing_outputs, removing_new_dirs_on_error
+from ..fsutil import existing_outputs, remove_stale_temps, removing_new_dirs_on_error
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from ..tracking import TRACK_SPEAKERS
 from . import options
@@ -280,6 +280,7 @@ def batch(
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
+        remove_stale_temps(output_dir)  # claim files a killed run left (fsutil.claimed)
         _conversion_notes(sep, rep)
         _batch_files(sep, rep, files, input_dir, output_dir, overwrite,
                      dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate),
