@@ -82,4 +82,25 @@ def test_stitch_follows_the_plan_and_returns_each_chunks_permutation():
     np.testing.assert_allclose(out, src, atol=1e-3)
     assert perms == [(0, 1) if i % 2 == 0 else (1, 0) for i in range(len(plan))]
     empty, none = stitch([], [], np.zeros(5), 2)
-    assert empty.shape == (0, 5) and none == []
+    assert empty.shape == (0, 5) and empty.dtype == np.float32 and none == []
+
+
+def test_stitch_passes_its_quiet_threshold_on():
+    """An overlap 20 dB under the recording: decided at the default -30 dB, kept at -10 dB."""
+    n, chunk, overlap = 600, 400, 100
+    t = np.arange(n)
+    src = np.stack([np.sin(t * 0.3), np.cos(t * 0.11)])
+    src[:, 200:400] *= 0.1  # the overlap with the last chunk [200, 600) is 20 dB down
+    plan = plan_chunks(n, chunk, overlap)
+    est = [src[:, s:e] if i == 0 else src[::-1, s:e] for i, (s, e) in enumerate(plan)]
+    _, decided = stitch(est, plan, src.sum(0), overlap, fit_level=False)
+    _, kept = stitch(est, plan, src.sum(0), overlap, quiet_db=-10.0, fit_level=False)
+    assert decided == [(0, 1), (1, 0)] and kept == [(0, 1), (0, 1)]
+
+
+def test_level_fit_is_computed_in_float64_for_float32_input(rng):
+    src = rng.standard_normal((2, 4000))
+    est = (src * np.array([[3.0], [0.5]]) + 0.01 * rng.standard_normal((2, 4000))).astype(np.float32)
+    mix = src.sum(0).astype(np.float32)
+    np.testing.assert_allclose(fit_to_mixture(est, mix), fit_to_mixture(est.astype(np.float64),
+                                                                         mix.astype(np.float64)), rtol=1e-12)
