@@ -3,7 +3,7 @@
     python benchmarks/bench_ray.py                          # default model, 8 x 20 s files; tiny model, 40 x 0.5 s
     python benchmarks/bench_ray.py --files 8 --seconds 20 --small-files 40 --address 127.0.0.1:6379
 
-Throughput: the same files (noise-free speech-like noise at 8 kHz) through local `batch` (--threads 1 and 2) and
+Throughput: the same files (modulated tones in noise, 8 kHz) through local `batch` (--threads 1 and 2) and
 `--ray` with 1 and 2 workers (one CPU, one torch thread each), each run a fresh process. Two figures per run:
 "end to end" = audio hours / wall hours of the whole command (Ray's start-up and the workers' model loading
 included), "steady" = audio hours / wall hours of the separating phase only (for --ray the driver's own
