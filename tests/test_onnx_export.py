@@ -202,3 +202,81 @@ def test_an_export_that_differs_from_pytorch_is_not_kept(exported, tmp_path, mon
     with pytest.raises(MossepError, match="differs from PyTorch"):
         ex.export_onnx(CHECKPOINTS["standalone:whamr_2spk"], old, overwrite=True)
     assert old.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+# ---------------------------------------------------------------- --backend onnx (Separator(backend="onnx"))
+
+
+@pytest.fixture()
+def onnx_cache(exported, tmp_path, monkeypatch):
+    """A cache folder holding the MossFormer kit's export under the key the backend looks up (no second export)."""
+    from mossep.export import model_key
+
+    loaded, path, _ = exported("mossformer")
+    monkeypatch.setenv("MOSSEP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "onnx").mkdir(parents=True)
+    shutil.copyfile(path, tmp_path / "cache" / "onnx" / f"{model_key(loaded)}.onnx")
+    return tmp_path / "cache"
+
+
+@needs_onnx
+def test_backend_onnx_gives_the_torch_output_with_the_same_chunking(onnx_cache, monkeypatch):
+    import mossep.export as ex
+    from mossep import Separator
+
+    monkeypatch.setattr(ex, "export_onnx", lambda *a, **k: pytest.fail("exported again despite the cache"))
+    x = np.concatenate([np.load(MF / "cases" / "case2_input.npy").reshape(-1)] * 2)  # 8 s: several chunks
+    kw = dict(model=CHECKPOINTS["mossformer"], chunk_seconds=2.0, overlap_seconds=0.5, threads=1)
+    ours = Separator(backend="onnx", **kw)
+    assert ours.backend == "onnx" and ours.device.type == "cpu"
+    got, ref = ours.separate(x, 8000), Separator(**kw).separate(x, 8000)
+    assert got.shape == ref.shape == (2, len(x))
+    assert rel(got, ref) <= TOL
+
+
+@needs_onnx
+def test_backend_onnx_exports_once_into_the_cache(exported, tmp_path, monkeypatch):
+    import mossep.export as ex
+    from mossep import Separator
+
+    _, path, _ = exported("mossformer")
+    calls = []
+
+    def fake_export(loaded, out, overwrite=False):  # the real export is tested above; count the calls here
+        calls.append(out)
+        shutil.copyfile(path, out)
+
+    monkeypatch.setenv("MOSSEP_CACHE", str(tmp_path))
+    monkeypatch.setattr(ex, "export_onnx", fake_export)
+    for _ in range(2):
+        Separator(CHECKPOINTS["mossformer"], backend="onnx", threads=1)
+    assert len(calls) == 1 and calls[0].parent == tmp_path / "onnx" and calls[0].is_file()
+
+
+@needs_onnx
+def test_cli_backend_onnx_writes_what_the_api_gives(onnx_cache, tmp_path, capsys):
+    import soundfile as sf
+
+    from mossep import Separator
+
+    x = np.load(MF / "cases" / "case2_input.npy").reshape(-1)
+    sf.write(tmp_path / "in.wav", x, 8000, subtype="FLOAT")
+    code, _, err = run(["separate", tmp_path / "in.wav", "-o", tmp_path / "out", "--model", CHECKPOINTS["mossformer"],
+                        "--backend", "onnx", "--threads", "1", "--subtype", "FLOAT", "--quiet"], capsys)
+    assert code == 0, err
+    got = np.stack([sf.read(tmp_path / "out" / f"in_spk{k}.wav", dtype="float32")[0] for k in (1, 2)])
+    api = Separator(CHECKPOINTS["mossformer"], backend="onnx", threads=1).separate(x, 8000)
+    assert rel(got, api) <= 1e-6
+
+
+@pytest.mark.parametrize("args, words", [(["--backend", "tensorrt"], ["--backend", "tensorrt"]),
+                                         (["--backend", "onnx", "--fast"], ["--fast", "--backend onnx"]),
+                                         (["--backend", "onnx", "--device", "cuda"], ["--backend onnx", "cuda"])])
+def test_backend_conflicts_are_one_line_errors(tmp_path, capsys, args, words):
+    import soundfile as sf
+
+    sf.write(tmp_path / "in.wav", np.zeros(8000, np.float32), 8000)
+    code, _, err = run(["separate", tmp_path / "in.wav", "-o", tmp_path / "out", "--model", CHECKPOINTS["mossformer"],
+                        *args], capsys)
+    one_line_error(code, err, *words)
+    assert not (tmp_path / "out").exists()

@@ -193,3 +193,45 @@ def read_metadata(session) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """A hash of what an export depends on: the config, every weight, and the mossep/torch/exporter versions."""
+    import hashlib
+
+    from . import __version__
+
+    h = hashlib.sha256(json.dumps([loaded.config.to_dict(), __version__, torch.__version__]).encode())
+    for name, t in sorted(loaded.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_export(loaded: LoadedModel, note=None) -> Path:
+    """The exported file of `loaded` under the cache folder (onnx/KEY.onnx), exported (and checked) on first use."""
+    from .fsutil import cache_dir
+
+    path = cache_dir() / "onnx" / f"{model_key(loaded)}.onnx"
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MossepError(f"{path.parent}: cannot create the ONNX cache folder ({reason(e)})") from None
+        if note is not None:
+            note(f"exporting the model to ONNX once, into {path}")
+        export_onnx(loaded, path, overwrite=True)
+    return path
+
+
+class OnnxNetwork:
+    """The network of `loaded` run by onnxruntime, called like the torch module: mixture [B, T] -> [B, C, T]
+    (CPU, float32). The export comes from cached_export."""
+
+    def __init__(self, loaded: LoadedModel, threads: int | None = None, note=None):
+        self.config = loaded.config
+        self.session = open_session(cached_export(loaded, note), threads=threads)
+
+    def __call__(self, mix: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(mix.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x})[0])

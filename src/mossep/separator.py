@@ -135,7 +135,8 @@ class Separator:
     of the above (one pass over the whole input, no DC or hum removal, no level fit or peak limiting), and instead
     the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint). solo: where one
     voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = the
-    default there (SOLO); always off with raw.
+    default there (SOLO); always off with raw. backend: "torch", or "onnx": the network runs in onnxruntime
+    (exported once into the cache folder and checked against PyTorch, mossep.export; CPU, exact mode only).
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
@@ -143,12 +144,18 @@ class Separator:
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
                  batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
                  track_speakers: bool | None = None, remove_hum: bool = True, raw: bool = False,
-                 solo: bool | None = None):
+                 solo: bool | None = None, backend: str = "torch"):
+        if backend not in ("torch", "onnx"):
+            raise MossepError(f"--backend must be torch or onnx, got {backend!r}")
+        if backend == "onnx" and fast:
+            raise MossepError("--fast is a torch mode; --backend onnx runs the exact network: drop one")
+        if backend == "onnx" and str(device) not in ("auto", "cpu"):
+            raise MossepError(f"--backend onnx runs on the CPU (onnxruntime); --device {device} contradicts it")
         if threads is not None:
             if threads < 1:
                 raise MossepError(f"--threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
-        self.device = resolve_device(device)
+        self.device = resolve_device("cpu" if backend == "onnx" else device)
         self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, sample_rate=model_rate)
         self.config = self.loaded.config
         self.raw = bool(raw)
@@ -199,6 +206,10 @@ class Separator:
         self.amp_dtype = None
         if self.device.type == "cuda" and not self.raw:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.backend = backend
+        if backend == "onnx":  # last: every option is checked before a first use exports the model
+            from .export import OnnxNetwork
+            self.model = OnnxNetwork(self.loaded, threads=threads or torch.get_num_threads(), note=log.info)
 
     @staticmethod
     def _raw_settings(fast: bool, chunk_seconds, passes, wiener) -> tuple:

@@ -21,3 +21,5 @@ PASSES = typer.Option(None, "--passes", help="1: separate once; 2: also separate
 WIENER = typer.Option(None, "--wiener/--no-wiener", help="Re-take each speaker from the mixture through soft "
                       "time-frequency masks made from the model's estimates (removes artefacts of weaker models). "
                       "Default: what the checkpoint recommends (the bundled model: on), else off.")
+BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run the network in onnxruntime (CPU, exact; "
+                       "exported once into the cache folder, see `mossep export`; needs the onnx extra).")

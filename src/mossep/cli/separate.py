@@ -97,10 +97,10 @@ def _value(v: enum.Enum | str) -> str:
 
 
 def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum,
-          raw=False, solo=None) -> Separator:
+          raw=False, solo=None, backend="torch") -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
                      fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track,
-                     remove_hum=dehum, raw=raw, solo=solo)
+                     remove_hum=dehum, raw=raw, solo=solo, backend=backend)
 
 
 @app.command()
@@ -116,7 +116,7 @@ def separate(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
-    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON,
+    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -135,7 +135,7 @@ def separate(
     report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
-                solo)
+                solo, backend)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -236,7 +236,7 @@ def batch(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
-    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON,
+    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Spread the files over a Ray cluster (mossep.cluster): `auto` or "
                                       "HOST:PORT joins one ($RAY_ADDRESS too); no value starts Ray on this "
@@ -272,11 +272,12 @@ def batch(
         how = dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate)
         separator_kwargs = dict(model=model, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                                 threads=threads, fast=fast, model_rate=model_rate, passes=passes, wiener=wiener,
-                                track_speakers=track, remove_hum=dehum, raw=raw, solo=solo)
+                                track_speakers=track, remove_hum=dehum, raw=raw, solo=solo,
+                                backend=backend)
         return batch_on_ray(rep, report, files, input_dir, output_dir, overwrite, how, separator_kwargs,
                             ray, ray_workers, ray_cpus, ray_gpus)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
-                solo)
+                solo, backend)
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder
