@@ -22,7 +22,7 @@ jobs="${JOBS:-1}"
 declare -A TESTS=(
   [chunking]="tests/test_chunking.py tests/test_stitching_values.py tests/test_three_talkers.py"
   [metrics]="tests/test_metrics.py tests/test_metrics_values.py"
-  [audio]="tests/test_audio.py tests/test_file_paths.py"
+  [audio]="tests/test_audio.py tests/test_audio_values.py tests/test_file_paths.py"
   [separator]="tests/test_separator.py tests/test_batched_forward.py tests/test_file_paths.py"
   [checkpoints]="tests/test_checkpoints.py"
 )
