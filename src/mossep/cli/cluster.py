@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import batchjob
 from ..audio import check_writable_dir
 from ..cluster import Cluster, audio_seconds
-from ..fsutil import removing_new_dirs_on_error
+from ..fsutil import remove_stale_temps, removing_new_dirs_on_error
 from ..separator import output_names
 from .report import JsonReport, speech_of_files
 from .separate import Reporter, finish_batch, report_outcome
@@ -23,6 +23,7 @@ def batch_on_ray(rep: Reporter, report: JsonReport, files: list[Path], input_dir
         output_names(how["filename"], "name", cluster.num_speakers, how["fmt"], "wav")
         with removing_new_dirs_on_error([output_dir]):
             check_writable_dir(output_dir)
+            remove_stale_temps(output_dir)  # claim files a killed run left (fsutil.claimed)
             for n in cluster.notes:
                 rep.note(f"model: {n}")
             rep.note(f"ray: {len(cluster.workers)} workers")
