@@ -104,3 +104,45 @@ def test_level_fit_is_computed_in_float64_for_float32_input(rng):
     mix = src.sum(0).astype(np.float32)
     np.testing.assert_allclose(fit_to_mixture(est, mix), fit_to_mixture(est.astype(np.float64),
                                                                          mix.astype(np.float64)), rtol=1e-12)
+
+
+def test_level_fit_gains_do_not_depend_on_the_level(rng):
+    """A quiet chunk (down to 1e-8 of full scale) gets the gains of a loud one: no estimate is declared
+    silent for being quiet, only for being silent next to the others."""
+    src = rng.standard_normal((2, 400))
+    est = src * np.array([[2.0], [0.3]])
+    want = fit_to_mixture(est, src.sum(0))
+    for scale in (1e-4, 1e-8):
+        np.testing.assert_allclose(fit_to_mixture(est * scale, src.sum(0) * scale), want, rtol=1e-9)
+    assert fit_to_mixture(np.zeros((0, 400)), src.sum(0)).shape == (0,)
+
+
+def test_level_fit_ridge_is_a_light_diagonal_loading(rng):
+    """Orthogonal estimates: each gain is the projection of the mixture, divided by 1 + ridge."""
+    t = np.arange(800)
+    est = np.stack([np.sin(2 * np.pi * 5 * t / 800), np.cos(2 * np.pi * 9 * t / 800)])
+    mix = 0.7 * est[0] + 1.9 * est[1]
+    np.testing.assert_allclose(fit_to_mixture(est, mix), [0.7 / 1.0001, 1.9 / 1.0001], rtol=1e-9)
+    np.testing.assert_allclose(fit_to_mixture(est, mix, ridge=0.5), [0.7 / 1.5, 1.9 / 1.5], rtol=1e-9)
+
+
+def test_overlap_add_measures_the_recordings_mean_power_once_per_sample():
+    """The quiet threshold is relative to the recording's mean power: every sample counted once, however
+    the chunks overlap, in float64."""
+    rng = np.random.default_rng(5)
+    mix = (rng.standard_normal(1000) * np.linspace(0.1, 2.0, 1000)).astype(np.float32)
+    ola = OverlapAdd(1, 100)
+    for s, e in plan_chunks(1000, 300, 100):
+        ola.add(s, mix[None, s:e].astype(np.float64), mix[s:e], first=s == 0, last=e == 1000)
+    assert ola.mix_count == 1000
+    assert ola.mix_energy == pytest.approx(float(np.sum(np.square(mix.astype(np.float64)))), rel=1e-12)
+
+
+def test_overlap_add_defaults_and_refusals():
+    ola = OverlapAdd(2, 10)
+    assert ola.tracker is None and ola.perm == (0, 1)  # no voice tracking unless asked for
+    assert OverlapAdd(2, 10, track_speakers=True).tracker.sample_rate == 8000
+    ola.add(0, np.ones((2, 20)), np.ones(20), first=True, last=False)
+    ola.pop(15)
+    with pytest.raises(ValueError, match="^chunk starts before already finished output$"):
+        ola.add(5, np.ones((2, 20)), np.ones(20), first=False, last=True)
