@@ -34,8 +34,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 NOISES = ("rain", "city", "coffee-shop", "waves", "wind", "fireplace")
 
 
+FLOOR_DB = -100.0  # silence: levels and residues are reported down to this (an exact zero would be -inf)
+
+
 def db(x: float) -> float:
-    return float(10 * np.log10(max(x, 1e-30)))
+    return float(max(10 * np.log10(max(x, 1e-30)), FLOOR_DB))
 
 
 def noise_like(x: np.ndarray, index: int, snr_db: float, rate: int) -> np.ndarray:
@@ -60,7 +63,7 @@ def turns(mix_src: tuple[np.ndarray, np.ndarray], rate: int, a_end: float, b_sta
 def other_output_db(est: np.ndarray) -> float:
     """How far the quietest output lies below the loudest (dB, <= 0)."""
     e = np.sum(np.square(est, dtype=np.float64), axis=1)
-    return db(e.min()) - db(e.max())
+    return max(db(e.min() / max(e.max(), 1e-30)), FLOOR_DB)
 
 
 def turn_residue_db(est: np.ndarray, src: np.ndarray) -> float:
@@ -73,12 +76,12 @@ def turn_residue_db(est: np.ndarray, src: np.ndarray) -> float:
         alone = (src[k] != 0) & (src[1 - k] == 0)
         right += float(np.sum(est[k][alone] ** 2))
         wrong += float(np.sum(est[1 - k][alone] ** 2))
-    return db(wrong) - db(right)
+    return db(wrong / max(right, 1e-30))
 
 
 def stats(v) -> str:
     v = np.asarray(v, dtype=np.float64)
-    return f"{v.mean():.2f} | {np.median(v):.2f}"
+    return f"{v.mean():.2f} / {np.median(v):.2f}"
 
 
 def main() -> None:

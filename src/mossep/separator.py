@@ -110,12 +110,13 @@ def recommended_settings(metadata: dict | None) -> dict:
 
 
 class OutputFiles(list):
-    """The output paths of separate_file (a list, one per speaker), and `.speech`: which of them carry speech
-    (mossep.solo.SpeechReport: .speech [bool] and .seconds [float] per output)."""
+    """The output paths of separate_file (a list, one per speaker), with `.speech`: whether each carries speech
+    (tuple of bool), and `.speech_seconds`: how much (mossep.solo.SpeechMeter)."""
 
-    def __init__(self, paths: Iterable[Path], speech: SpeechReport):
+    def __init__(self, paths: Iterable[Path], report: SpeechReport):
         super().__init__(paths)
-        self.speech = speech
+        self.report = report
+        self.speech, self.speech_seconds = report.speech, report.seconds
 
 
 class Separator:

@@ -19,7 +19,12 @@ module decides *where one voice is alone* and reassigns the signal there:
    Two such outputs are either two voices taking turns without overlapping, or one voice the model moved
    between its outputs (it does, often at a pause). The model itself tells them apart: a snippet of each,
    played at once, is separated by it (`separation_gain`); two voices come apart by several dB, one voice
-   does not (under SEPARABLE_DB), and then the whole stretch goes to the output with the most energy.
+   does not (under SEPARABLE_DB, with PROBE_MIN_SECONDS of each), and then that output's part goes to the
+   output with the most energy in the stretch. Without a confirmed turn, the whole stretch goes there.
+   A safety check keeps the estimates wherever the move would carry much energy (MAX_MOVED_DB within
+   MOVED_WINDOW_SECONDS) that does not look like the output it goes to (SAME_SPECTRUM_COS), and every stretch
+   that would move more than MAX_ALIKE_DB of its energy: a second talker's short word, two similar voices the
+   model barely separated, or a separation that failed (two outputs alike), are not known to be one voice.
 4. Reassignment (`reassign`): in one-voice frames the chosen output is the mixture and the others are zero;
    in overlaps the estimates are kept; RAMP_SECONDS raised-cosine ramps between the two. The outputs still
    sum to the mixture where they did.
@@ -43,7 +48,7 @@ from .chunking import fit_to_mixture
 Separate = Callable[[np.ndarray], np.ndarray]  # a mixture [L] -> estimates [C, L] (the model)
 
 # Whether mossep reassigns one-voice stretches by default (Separator(solo=None), CLI --solo/--no-solo).
-SOLO = False
+SOLO = True
 FRAME_SECONDS = 0.032  # analysis frame (256 samples at 8 kHz): resolves pitch harmonics
 HOP_SECONDS = 0.016
 ACTIVE_DB = -25.0  # a frame is active when the mixture is at most this far below the chunk's mean power
@@ -54,8 +59,14 @@ OVERLAP_SHARE = 0.15  # more than this share of the active frames in the window:
 GUARD_SECONDS = 0.25  # an overlap is widened by this much on each side
 DOMINANT_DB = 6.0  # an output leads a frame when it is this much louder than every other output
 MIN_RUN_SECONDS = 0.5  # leading frames an output needs in a stretch to count as a voice of its own there
-PROBE_SECONDS = 2.0  # at most this much of each leading output's frames goes into the same-voice probe
+PROBE_SECONDS = 2.0  # at most this much of each leading output's frames goes into the same-voice probe ...
+PROBE_MIN_SECONDS = 1.0  # ... and at least this much, else the two are taken as two voices (shorter: unreliable)
 SEPARABLE_DB = 4.0  # the model separates the probe by at least this much (separation_gain): two voices
+MAX_MOVED_DB = -6.0  # within MOVED_WINDOW_SECONDS, at most this share of the energy may move to other outputs ...
+MOVED_WINDOW_SECONDS = 0.5
+SAME_SPECTRUM_COS = 0.9  # ... unless what moves has the spectrum of where it goes (cosine at least this)
+MAX_ALIKE_DB = -6.0  # over a whole stretch at most this share may move at all: outputs of near-equal level and
+#                      spectrum are as likely a separation that failed (both hold the mixture) as one voice split
 SMOOTH_SECONDS = 0.5  # with turn-taking, a frame goes to the output with the most energy within this window
 RAMP_SECONDS = 0.05  # cross-fade between reassigned and kept frames
 SILENT_DB = -30.0  # an output frame this far below the loudest output's is silence (the issue's 30 dB)
@@ -65,7 +76,7 @@ EPS = 1e-12
 
 
 def _frames(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Hann-windowed frames [..., N, frame] of x [..., T] every HOP_SECONDS, and the hop in samples."""
+    """Frames [..., N, frame] of x [..., T] every HOP_SECONDS (a view), and the hop in samples."""
     frame = max(int(round(FRAME_SECONDS * sample_rate)), 16)
     hop = max(int(round(HOP_SECONDS * sample_rate)), 1)
     if x.shape[-1] < frame:
@@ -81,17 +92,24 @@ def frame_spectra(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarr
     return mag, level
 
 
-def second_voice_frames(mag: np.ndarray, level: np.ndarray, second_db: float = SECOND_VOICE_DB,
+def cosine_to_loudest(mag: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """[C, N]: cosine between each output's magnitude spectrum and the loudest output's, frame by frame (1 for
+    the loudest; one voice split between outputs has the same spectrum in both, two voices do not)."""
+    C, N = level.shape
+    loud = np.argmax(level, axis=0)
+    top = mag[loud, np.arange(N)]  # [N, F]
+    norm = np.linalg.norm(mag, axis=-1)  # [C, N]
+    return np.einsum("cnf,nf->cn", mag, top) / np.maximum(norm * norm[loud, np.arange(N)], EPS)
+
+
+def second_voice_frames(cos: np.ndarray, level: np.ndarray, second_db: float = SECOND_VOICE_DB,
                         same_cos: float = SAME_VOICE_COS) -> np.ndarray:
     """bool [N]: frames where some output other than the loudest is within second_db of it and has a spectrum
-    unlike the loudest's (cosine of the magnitude spectra below same_cos)."""
+    unlike the loudest's (cosine_to_loudest below same_cos)."""
     C, N = level.shape
     if C < 2 or N == 0:
         return np.zeros(N, dtype=bool)
     loud = np.argmax(level, axis=0)
-    top = mag[loud, np.arange(N)]  # [N, F]
-    norm = np.linalg.norm(mag, axis=-1)  # [C, N]
-    cos = np.einsum("cnf,nf->cn", mag, top) / np.maximum(norm * norm[loud, np.arange(N)], EPS)
     near = level > level[loud, np.arange(N)] - second_db
     near[loud, np.arange(N)] = False
     return np.any(near & (cos < same_cos), axis=0)
@@ -164,35 +182,61 @@ def _si_snr(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.where(num > 0, 10 * np.log10(np.maximum(num, EPS * EPS) / np.maximum(den, EPS * EPS)), -np.inf)
 
 
-def stretch_targets(power: np.ndarray, lead: np.ndarray, mix: np.ndarray, start: int, end: int, hop: int,
-                    frame: int, sample_rate: int, separate: Separate | None) -> np.ndarray:
+def stretch_targets(power: np.ndarray, lead: np.ndarray, mag: np.ndarray, mix: np.ndarray, start: int, end: int,
+                    hop: int, frame: int, sample_rate: int, separate: Separate | None) -> np.ndarray:
     """int [end - start]: the output that carries the one voice in each frame of a one-voice stretch.
 
-    power [C, N]: frame powers of the outputs; lead [C, N]: lead_masks. Each frame goes to the output with the
+    power [C, N]: frame powers of the outputs; lead [C, N]: lead_masks; mag [C, N, F]: their spectra. Each frame goes to the output with the
     most energy within SMOOTH_SECONDS around it, but outputs that lead only briefly (under MIN_RUN_SECONDS) are
     not candidates, and when several outputs lead parts of the stretch, each is asked whether it holds the same
     voice as the one with the most energy: `separate` (the model) is given a snippet of each at once, and if
     it cannot pull them apart (separation_gain under SEPARABLE_DB) the model had moved one voice between its
     outputs, and that output's frames go to the main one. Without `separate`, they stay where they are.
+
+    What would move to another output (beyond the frames of outputs the model confirmed as the same voice) must,
+    within MOVED_WINDOW_SECONDS around each frame, be little (MAX_MOVED_DB of the energy there) or have the
+    spectrum of the output it moves to (power-weighted cosine at least SAME_SPECTRUM_COS; 0 to a silent one);
+    otherwise it is not one voice there after all (e.g. a second talker's last word, or two similar voices the
+    model barely separated), and those frames, widened by GUARD_SECONDS, are left as they are: -1. A stretch
+    that would move more than MAX_ALIKE_DB of its energy in all is left as it is.
     """
     p = power[:, start:end]
     main = int(np.argmax(p.sum(1)))
     leaders = [c for c in np.flatnonzero(lead[:, start:end].sum(1) * HOP_SECONDS >= MIN_RUN_SECONDS) if c != main]
     limit = int(PROBE_SECONDS * sample_rate)
-    mine = [main]
+    mine, merged = [main], []
     for c in leaders:
         parts = [snippet(mix[start * hop:], lead[k, start:end], hop, frame, limit) for k in (main, c)]
-        if separate is not None and min(len(x) for x in parts) >= frame and \
+        if separate is not None and min(len(x) for x in parts) >= PROBE_MIN_SECONDS * sample_rate and \
                 separation_gain(parts, separate) < SEPARABLE_DB:
-            continue  # one voice: goes to main
-        mine.append(c)
+            merged.append(c)  # one voice: goes to main
+        else:
+            mine.append(c)
     if len(mine) == 1:
-        return np.full(end - start, main)
-    width = max(int(round(SMOOTH_SECONDS / HOP_SECONDS)), 1)
-    local = np.stack([_window_sum(row, width) for row in p])
-    others = [c for c in range(len(p)) if c not in mine]
-    local[others] = -1.0
-    return np.asarray(mine)[np.argmax(local[mine], axis=0)]
+        targets = np.full(end - start, main)
+    else:
+        width = max(int(round(SMOOTH_SECONDS / HOP_SECONDS)), 1)
+        local = np.stack([_window_sum(row, width) for row in p])
+        targets = np.asarray(mine)[np.argmax(local[mine], axis=0)]
+    moving = np.arange(len(p))[:, None] != targets[None, :]  # [C, n]
+    for c in merged:
+        moving[c] &= ~lead[c, start:end]  # confirmed by the model
+    moved = p * moving
+    width = max(int(round(MOVED_WINDOW_SECONDS / HOP_SECONDS)), 1)
+    local_moved = _window_sum(moved.sum(0), width)
+    share = local_moved / np.maximum(_window_sum(p.sum(0), width), EPS)
+    m = mag[:, start:end]
+    to = m[targets, np.arange(end - start)]  # [n, F]: the spectrum of where each frame goes
+    norm = np.linalg.norm(m, axis=-1)
+    cos = np.einsum("cnf,nf->cn", m, to) / np.maximum(norm * norm[targets, np.arange(end - start)], EPS)
+    alike = _window_sum((moved * cos).sum(0), width) / np.maximum(local_moved, EPS)
+    if moved.sum() > 10 ** (MAX_ALIKE_DB / 10) * p.sum():
+        return np.full(end - start, -1)  # about half the stretch would move: not known to be one voice
+    unsafe = (share > 10 ** (MAX_MOVED_DB / 10)) & (alike < SAME_SPECTRUM_COS)
+    if unsafe.any():
+        guard = int(round(GUARD_SECONDS / HOP_SECONDS))
+        targets = np.where(_window_sum(unsafe.astype(np.float64), 2 * guard + 1) > 0, -1, targets)
+    return targets
 
 
 def _ramp(x: np.ndarray, hop: int, frame: int, length: int, ramp: int) -> np.ndarray:
@@ -222,12 +266,13 @@ def one_voice_targets(est: np.ndarray, mix: np.ndarray, sample_rate: int,
         return targets
     _, mix_level = frame_spectra(mix[None], sample_rate)
     floor_db = 10 * np.log10(np.mean(np.square(mix, dtype=np.float64)) + EPS) + ACTIVE_DB
-    ov = overlap_frames(second_voice_frames(mag, level), mix_level[0] > floor_db, HOP_SECONDS)
+    cos = cosine_to_loudest(mag, level)
+    ov = overlap_frames(second_voice_frames(cos, level), mix_level[0] > floor_db, HOP_SECONDS)
     lead = lead_masks(level, floor_db)
     hop = max(int(round(HOP_SECONDS * sample_rate)), 1)
     frame = max(int(round(FRAME_SECONDS * sample_rate)), 16)
     for s, e in stretches(~ov):
-        targets[s:e] = stretch_targets(10 ** (level / 10), lead, mix, s, e, hop, frame, sample_rate, separate)
+        targets[s:e] = stretch_targets(10 ** (level / 10), lead, mag, mix, s, e, hop, frame, sample_rate, separate)
     return targets
 
 

@@ -169,8 +169,8 @@ def separate(
                                               overwrite=overwrite, channel=channel, output_rate=sample_rate,
                                               progress=update, note=rep.note)
                     rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths) + ": "
-                             + describe(paths.speech, [p.name for p in paths]))
-                    report.add(inp, paths, paths.speech)
+                             + describe(paths.report, [p.name for p in paths]))
+                    report.add(inp, paths, paths.report)
     report.write()
 
 
