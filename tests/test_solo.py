@@ -95,6 +95,8 @@ def test_reassign_keeps_shape_and_sum_and_follows_the_order(c, n, seed):
     assert np.allclose(out.sum(0), mix, atol=1e-3 * np.abs(mix).max())  # still sums to the mixture
     perm = rng.permutation(c)
     assert np.allclose(solo.reassign(est[perm], mix, SR), out[perm], atol=1e-9)
+    for scale in (1e-5, 1e5):  # the same decisions at any level
+        assert np.allclose(solo.reassign(scale * est, scale * mix, SR) / scale, out, atol=1e-6 * np.abs(out).max())
 
 
 @settings(max_examples=25, deadline=None)

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 
 from . import tracking
 from .chunking import fit_to_mixture
+from .metrics import si_snr
 
 Separate = Callable[[np.ndarray], np.ndarray]  # a mixture [L] -> estimates [C, L] (the model)
 
@@ -170,25 +172,18 @@ def separation_gain(snippets: list[np.ndarray], separate: Separate) -> float:
     refs = np.stack([x[:n] / np.sqrt(np.mean(np.square(x[:n], dtype=np.float64)) + EPS) for x in snippets])
     probe = refs.sum(0)
     out = np.asarray(separate((0.05 * probe).astype(np.float32)), dtype=np.float64)  # a typical speech level
-    return float(np.mean([_si_snr(out, r).max() - _si_snr(probe[None], r)[0] for r in refs]))
-
-
-def _si_snr(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """SI-SNR (dB) of each row of est [K, T] against ref [T] (zero-mean)."""
-    est = est - est.mean(-1, keepdims=True)
-    ref = ref - ref.mean()
-    target = (est @ ref / (ref @ ref + EPS))[:, None] * ref[None]
-    num, den = (target ** 2).sum(-1), ((est - target) ** 2).sum(-1)
-    return np.where(num > 0, 10 * np.log10(np.maximum(num, EPS * EPS) / np.maximum(den, EPS * EPS)), -np.inf)
+    out, probe = torch.from_numpy(out), torch.from_numpy(probe)
+    return float(np.mean([float(si_snr(out, torch.from_numpy(r)).max() - si_snr(probe, torch.from_numpy(r)))
+                          for r in refs]))
 
 
 def stretch_targets(power: np.ndarray, lead: np.ndarray, mag: np.ndarray, mix: np.ndarray, start: int, end: int,
                     hop: int, frame: int, sample_rate: int, separate: Separate | None) -> np.ndarray:
     """int [end - start]: the output that carries the one voice in each frame of a one-voice stretch.
 
-    power [C, N]: frame powers of the outputs; lead [C, N]: lead_masks; mag [C, N, F]: their spectra. Each frame goes to the output with the
-    most energy within SMOOTH_SECONDS around it, but outputs that lead only briefly (under MIN_RUN_SECONDS) are
-    not candidates, and when several outputs lead parts of the stretch, each is asked whether it holds the same
+    power [C, N]: frame powers of the outputs; lead [C, N]: lead_masks; mag [C, N, F]: their spectra. Each frame
+    goes to the output with the most energy within SMOOTH_SECONDS around it, but outputs that lead only briefly
+    (under MIN_RUN_SECONDS) are not candidates, and when several outputs lead parts of the stretch, each is asked whether it holds the same
     voice as the one with the most energy: `separate` (the model) is given a snippet of each at once, and if
     it cannot pull them apart (separation_gain under SEPARABLE_DB) the model had moved one voice between its
     outputs, and that output's frames go to the main one. Without `separate`, they stay where they are.
@@ -291,7 +286,8 @@ def reassign(est: np.ndarray, mix: np.ndarray, sample_rate: int, separate: Separ
     C, T = est.shape
     if C < 2:
         return est
-    targets = one_voice_targets(est, mix, sample_rate, separate)
+    scale = np.sqrt(np.mean(np.square(mix))) or 1.0  # decide on unit-level signals: the same at any input level
+    targets = one_voice_targets(est / scale, mix / scale, sample_rate, separate)
     if len(targets) == 0:
         return est
     hop = max(int(round(HOP_SECONDS * sample_rate)), 1)
@@ -340,7 +336,7 @@ def speech_report(x: np.ndarray, sample_rate: int) -> SpeechReport:
 class SpeechMeter:
     """Counts each output's speech seconds over a stream of [C, t] blocks (the recording's outputs in order).
 
-    Keeps one float32 power per output per FRAME_SECONDS (about 1 MB per hour of two outputs)."""
+    Keeps one power per output per FRAME_SECONDS (about 2 MB per hour of two outputs)."""
 
     def __init__(self, num_spks: int, sample_rate: int):
         self.C = int(num_spks)
@@ -353,17 +349,17 @@ class SpeechMeter:
         x = np.concatenate([self.rest, np.asarray(block, dtype=np.float64).reshape(self.C, -1)], axis=1)
         n = x.shape[1] // self.frame * self.frame
         if n:
-            self.powers.append(frame_levels(x[:, :n], self.sample_rate).astype(np.float32))
+            self.powers.append(frame_levels(x[:, :n], self.sample_rate))
         self.rest = x[:, n:]
 
     def seconds(self) -> np.ndarray:
         """Speech seconds [C] so far (a trailing partial frame counts when it is at least half a frame)."""
         parts = list(self.powers)
         if self.rest.shape[1] * 2 >= self.frame:
-            parts.append(np.mean(self.rest ** 2, axis=1, keepdims=True).astype(np.float32))
+            parts.append(np.mean(self.rest ** 2, axis=1, keepdims=True))
         if not parts:
             return np.zeros(self.C)
-        power = np.concatenate(parts, axis=1).astype(np.float64)
+        power = np.concatenate(parts, axis=1)
         mean_power = float(power.sum(0).mean())
         return speech_frames(power, mean_power).sum(1) * self.frame / self.sample_rate
 
