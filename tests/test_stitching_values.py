@@ -146,3 +146,21 @@ def test_overlap_add_defaults_and_refusals():
     ola.pop(15)
     with pytest.raises(ValueError, match="^chunk starts before already finished output$"):
         ola.add(5, np.ones((2, 20)), np.ones(20), first=False, last=True)
+
+
+def test_stitch_gives_the_tracker_the_recordings_rate(monkeypatch):
+    import mossep.chunking as chunking
+
+    rates = []
+
+    class Recording(chunking.SpeakerTracker):
+        def __init__(self, num_spks, sample_rate, **kw):
+            rates.append(sample_rate)
+            super().__init__(num_spks, sample_rate, **kw)
+
+    monkeypatch.setattr(chunking, "SpeakerTracker", Recording)
+    src = np.random.default_rng(0).standard_normal((2, 900))
+    plan = plan_chunks(900, 400, 100)
+    for kw, rate in ((dict(sample_rate=16000), 16000), ({}, 8000)):
+        stitch([src[:, s:e] for s, e in plan], plan, src.sum(0), 100, track_speakers=True, **kw)
+        assert rates.pop() == rate
