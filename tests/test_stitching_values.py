@@ -164,3 +164,52 @@ def test_stitch_gives_the_tracker_the_recordings_rate(monkeypatch):
     for kw, rate in ((dict(sample_rate=16000), 16000), ({}, 8000)):
         stitch([src[:, s:e] for s, e in plan], plan, src.sum(0), 100, track_speakers=True, **kw)
         assert rates.pop() == rate
+
+
+def test_quiet_is_relative_to_the_reference_at_any_level_and_inclusive():
+    x = np.ones(50)
+    for level in (1.0, 1e-6, 1e-12):  # a quiet recording's overlaps are judged against its own power
+        assert not is_quiet(x * np.sqrt(level) * 10 ** (-29 / 20), level)
+        assert is_quiet(x * np.sqrt(level) * 10 ** (-31 / 20), level)
+    assert is_quiet(x, 1000.0)  # exactly at the threshold (power 1 = 1000 * 10^-3) counts as quiet
+
+
+def test_streaming_pops_give_the_stitched_output():
+    """Adding chunks and popping what is finished in between (as Separator.separate_stream does) gives what
+    stitching the whole plan at once gives, including the permutation decisions, as float32."""
+    rng = np.random.default_rng(11)
+    n, chunk, overlap = 2000, 500, 120
+    src = rng.standard_normal((2, n))
+    plan = plan_chunks(n, chunk, overlap)
+    est = [src[:, s:e] if i % 2 else src[::-1, s:e] * 2.0 for i, (s, e) in enumerate(plan)]
+    whole, perms = stitch(est, plan, src.sum(0), overlap)
+    ola = OverlapAdd(2, overlap)
+    parts = []
+    for i, ((s, e), x) in enumerate(zip(plan, est)):
+        ola.add(s, x, src.sum(0)[s:e], first=s == 0, last=e == n)
+        parts.append(ola.pop(plan[i + 1][0] if i + 1 < len(plan) else n))
+        assert parts[-1].dtype == np.float32
+        assert ola.pop(ola.done).shape == (2, 0)  # nothing more is finished yet
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=1e-6)
+    assert ola.perms == perms and ola.done == n
+
+
+def test_overlap_longer_than_half_a_chunk_still_reconstructs():
+    """Fades that meet multiply, so the window sum drops below 1 there: the normalisation must divide by it."""
+    rng = np.random.default_rng(2)
+    n, chunk, overlap = 60, 10, 8
+    mix = rng.standard_normal(n)
+    plan = plan_chunks(n, chunk, overlap)
+    out, _ = stitch([mix[None, s:e] for s, e in plan], plan, mix, overlap, fit_level=False)
+    np.testing.assert_allclose(out[0], mix, atol=1e-6)
+
+
+def test_tracking_records_what_the_overlap_matched():
+    rng = np.random.default_rng(4)
+    src = rng.standard_normal((2, 3000))
+    ola = OverlapAdd(2, 200, track_speakers=True)
+    for s, e in plan_chunks(3000, 1000, 200):
+        x = src[:, s:e] if s % 2 == 0 else src[::-1, s:e]
+        ola.add(s, x, src.sum(0)[s:e], first=s == 0, last=e == 3000)
+    assert len(ola.matched) == len(ola.perms) and all(isinstance(p, tuple) for p in ola.matched)
+    assert ola.matched == ola.perms  # noise has no voice profile: the tracker never overrides
