@@ -213,4 +213,4 @@ def test_shared_options_are_defined_once():
             if isinstance(opt, typer.models.OptionInfo) and opt.param_decls and opt.param_decls[0] in shared:
                 assert opt is shared[opt.param_decls[0]], (cmd.callback.__name__, opt.param_decls[0])
                 seen += 1
-    assert seen == 29  # separate, batch and evaluate 9 each, info and convert 1 each
+    assert seen == 32  # separate and batch 10 each, evaluate 9, info, convert and export 1 each
