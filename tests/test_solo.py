@@ -122,8 +122,9 @@ def test_speech_report_says_which_outputs_carry_speech():
 
 # -- the real default model -----------------------------------------------------------------------------------
 def test_default_model_talker_alone_leaves_the_other_output_silent(tmp_path):
-    on, off = Separator(device="cpu", solo=True), Separator(device="cpu", solo=False)
-    assert on.solo and not off.solo
+    on, off = Separator(device="cpu"), Separator(device="cpu", solo=False)
+    assert on.solo and not off.solo  # on by default
+    assert not Separator(device="cpu", raw=True, solo=True).solo  # --raw: nothing mossep adds
     for name in ("item10_source1", "item28_source2"):
         x, sr = sf.read(FIXTURES / f"{name}.wav", dtype="float32")
         levels = sorted(level_db(e) for e in on.separate(x, sr))
