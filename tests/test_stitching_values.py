@@ -213,3 +213,11 @@ def test_tracking_records_what_the_overlap_matched():
         ola.add(s, x, src.sum(0)[s:e], first=s == 0, last=e == 3000)
     assert len(ola.matched) == len(ola.perms) and all(isinstance(p, tuple) for p in ola.matched)
     assert ola.matched == ola.perms  # noise has no voice profile: the tracker never overrides
+
+
+def test_one_sample_fades_and_chunks():
+    np.testing.assert_allclose(fade(1), [0.5], atol=1e-12)
+    np.testing.assert_allclose(chunk_window(5, 1, 1), [0.5, 1, 1, 1, 0.5], atol=1e-12)
+    assert plan_chunks(3, 1, 0) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError, match=r"^overlap \(4\) must be in \[0, chunk\) = \[0, 4\)$"):
+        plan_chunks(10, 4, 4)
