@@ -68,8 +68,9 @@ def test_separator_takes_hum_out_before_separating(tiny_model_path):
 
     x = (_voice(3.0, seed=7) + _voice(3.0, seed=8)).astype(np.float32)
     h = _hum(len(x), 50.0, seed=9).astype(np.float32)
-    on = Separator(tiny_model_path, device="cpu")
-    off = Separator(tiny_model_path, device="cpu", remove_hum=False)
+    # solo=False: mossep.solo's one-voice decisions on the tiny model's outputs are not what this is about
+    on = Separator(tiny_model_path, device="cpu", solo=False)
+    off = Separator(tiny_model_path, device="cpu", remove_hum=False, solo=False)
     np.testing.assert_allclose(on.separate(x + h, RATE), on.separate(x, RATE) if detect_hum(x, RATE) else
                                off.separate(x, RATE), atol=0.02)
     assert not np.allclose(off.separate(x + h, RATE), off.separate(x, RATE), atol=0.02)
