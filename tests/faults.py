@@ -1,5 +1,5 @@
-"""Helpers shared by the fault-injection tests (test_bad_*, test_full_disk, test_signals, test_concurrent_runs):
-the CLI in-process or as a child process, short test signals, and checks for leftovers."""
+"""Helpers shared by the CLI and fault-injection tests (test_bad_*, test_full_disk, test_signals, test_concurrent_runs,
+test_cli_*, test_three_talkers, test_file_paths): the CLI in-process or as a child process, short test signals, and checks for leftovers."""
 from __future__ import annotations
 
 import os
@@ -13,15 +13,20 @@ import soundfile as sf
 from mossep.cli import main
 
 
-def run(args: list, capsys) -> tuple[int, str, str]:
-    """`mossep ARGS` in this process: (exit status, stdout, stderr)."""
+def cli(args: list) -> int:
+    """`mossep ARGS` in this process: its exit status."""
     try:
         main([str(a) for a in args])
-        code = 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def run(args: list, capsys) -> tuple[int, str | bytes, str]:
+    """`mossep ARGS` in this process: (exit status, stdout, stderr); stdout is bytes under capsysbinary."""
+    code = cli(args)
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, out, err.decode() if isinstance(err, bytes) else err
 
 
 def mossep(args: list, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

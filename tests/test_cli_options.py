@@ -18,20 +18,13 @@ from test_tracking import swapped_estimates, two_voices
 
 from mossep.checkpoints import save_native
 from mossep.chunking import plan_chunks
-from mossep.cli import main
 from mossep.models import build_model, preset
 from mossep.separator import Separator
+from faults import cli
 
 RATE = 16000
 CLEARVOICE = Path(__file__).parent / "fixtures" / "mossformer2_8k" / "tiny_checkpoint.pt"
 
-
-def cli(args: list) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
 
 
 def read(folder: Path, names=("in_spk1.wav", "in_spk2.wav")) -> np.ndarray:

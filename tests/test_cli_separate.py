@@ -12,16 +12,7 @@ import pytest
 import soundfile as sf
 
 from mossep.cli import main
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+from faults import run
 
 
 def tone(path: Path, seconds: float = 1.0, rate: int = 8000, channels: int = 1, subtype: str | None = None,

@@ -17,7 +17,6 @@ from mossep import dynamic_mix as dm
 from mossep import train_data as td
 from mossep.checkpoints import load_checkpoint, save_native
 from mossep.chunking import choose_permutation, keep_quiet_outputs, plan_chunks, stitch
-from mossep.cli import main
 from mossep.errors import MossepError
 from mossep.level import training_level_dbfs
 from mossep.models import build_model, preset
@@ -26,6 +25,7 @@ from mossep.tracking import decide, override_margin, permutation_scores
 from mossep.train import TrainConfig, Trainer
 
 from test_tracking import voice
+from faults import run
 
 SR = 8000
 ORDERS = list(itertools.permutations(range(3)))
@@ -38,16 +38,6 @@ def three_voices(seconds: float) -> np.ndarray:
     return np.stack([voice(seconds, 110.0, 1.6, 3.0, 0.4, 0.0, 1), voice(seconds, 230.0, 0.6, 3.0, 0.4, 2 / 3, 2),
                      voice(seconds, 160.0, 1.1, 3.0, 0.4, 1 / 3, 3)])
 
-
-def run(args: list, capsys) -> tuple[int, str | bytes, str]:
-    """Run the CLI in this process: (exit status, stdout, stderr); stdout is bytes with capsysbinary."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err.decode() if isinstance(err, bytes) else err
 
 
 # ---------------------------------------------------------------- stitching
