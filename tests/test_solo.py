@@ -182,3 +182,18 @@ def test_cli_json_report_says_which_outputs_carry_speech(tmp_path, capsys):
         files = {Path(f["input"]).name: f for f in json.loads((tmp_path / name).read_text())["files"]}
         assert files["alone.wav"]["speech"] == [True, True] and files["two.wav"]["speech"] == [True, True]
     assert {f["status"] for f in files.values()} == {"skipped"}
+
+
+def test_on_by_default_only_for_mossep_checkpoints(tmp_path):
+    """The step was measured on mossep's own checkpoints; an official one (here the WHAMR! model, which removes
+    noise and reverberation that the mixture would bring back) keeps its outputs unless asked, a converted one too."""
+    from mossep.checkpoints.convert import convert
+
+    whamr = Path(__file__).parent / "fixtures" / "mossformer2_standalone_8k" / "tiny" / "whamr_2spk"
+    convert(whamr, tmp_path / "whamr.safetensors")
+    assert Separator(threads=1).solo
+    assert not Separator(whamr, threads=1).solo
+    assert not Separator(tmp_path / "whamr.safetensors", threads=1).solo
+    assert Separator(whamr, threads=1, solo=True).solo
+    assert not Separator(threads=1, solo=False).solo
+    assert not Separator(threads=1, raw=True).solo

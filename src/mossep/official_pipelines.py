@@ -180,6 +180,10 @@ def clearvoice_pipeline(sample_rate: int) -> Pipeline:
     return training_side
 
 
+# the official formats mossep loads (LoadedModel.source); "mossep" is its own
+OFFICIAL_FORMATS = ("modelscope", "modelscope2", "standalone", "clearvoice")
+
+
 def for_checkpoint(source: str, sample_rate: int) -> Pipeline:
     """The official pipeline of a checkpoint format (LoadedModel.source, or a converted file's recorded
     source_format); mossep's own checkpoints have none, so theirs is the plain network output."""

@@ -26,7 +26,7 @@ from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import check_output_file, existing_outputs, remove_stale_temps, removing_new_dirs_on_error
 from .hum import without_hum
-from .official_pipelines import for_checkpoint
+from .official_pipelines import OFFICIAL_FORMATS, for_checkpoint
 from .level import to_model_level, training_level_dbfs
 from .postfilter import post_filter
 from .solo import SOLO, SpeechMeter, SpeechReport, reassign
@@ -135,8 +135,8 @@ class Separator:
     separating it (mossep.hum; nothing is changed where none is found). raw: the official output, exactly: none
     of the above (one pass over the whole input, no DC or hum removal, no level fit or peak limiting), and instead
     the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint). solo: where one
-    voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = the
-    default there (SOLO); always off with raw. backend: "torch", or "onnx": the network runs in onnxruntime
+    voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = on for
+    mossep's own checkpoints (where it was measured), off for official ones; always off with raw. backend: "torch", or "onnx": the network runs in onnxruntime
     (exported once into the cache folder and checked against PyTorch, mossep.export; CPU, exact mode only).
     """
 
@@ -160,11 +160,12 @@ class Separator:
         self.loaded = model if isinstance(model, LoadedModel) else load_checkpoint(model, sample_rate=model_rate)
         self.config = self.loaded.config
         self.raw = bool(raw)
+        # the format the weights were published in (a converted official checkpoint keeps its own)
+        fmt = self.loaded.metadata.get("source_format") if self.loaded.source == "mossep" else self.loaded.source
+        self.format = fmt if fmt in OFFICIAL_FORMATS else "mossep"
         if self.raw:
             chunk_seconds, passes, wiener, remove_hum = self._raw_settings(fast, chunk_seconds, passes, wiener)
-            source = self.loaded.metadata.get("source_format", "mossep") if self.loaded.source == "mossep" \
-                else self.loaded.source
-            self.official = for_checkpoint(source, self.sample_rate)
+            self.official = for_checkpoint(self.format, self.sample_rate)
         net = self.loaded.model.to(self.device).eval()
         if fast:
             if self.device.type != "cpu":
@@ -203,7 +204,10 @@ class Separator:
         self.batch_size = batch_size or (CUDA_BATCH if self.device.type == "cuda" else 1)
         self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
         self.remove_hum = bool(remove_hum)
-        self.solo = (SOLO if solo is None else bool(solo)) and not self.raw
+        if solo is None:  # measured on mossep's own checkpoints only; an official one (e.g. the WHAMR! model, which
+            # removes noise and reverberation) would get the mixture back where one voice speaks: off there
+            solo = SOLO and self.format == "mossep"
+        self.solo = bool(solo) and not self.raw
         self.amp_dtype = None
         if self.device.type == "cuda" and not self.raw:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -10,13 +10,13 @@ import typer
 
 from ..evaluate import check_writable
 from ..fsutil import atomic_path
-from ..solo import SOLO, SpeechMeter, SpeechReport
+from ..solo import SpeechMeter, SpeechReport
 
 JSON = typer.Option(None, "--json", help="Also write a JSON report: for every input its outputs and which of them "
                     "carry speech (seconds of speech per output).")
-SOLO_OPTION = typer.Option(SOLO, "--solo/--no-solo", help="Where one voice speaks alone, give its output the whole "
+SOLO_OPTION = typer.Option(None, "--solo/--no-solo", help="Where one voice speaks alone, give its output the whole "
                            "mixture and the other outputs silence instead of a residue of that voice (mossep.solo). "
-                           "Off under --raw.")
+                           "Default: on for mossep's own checkpoints, off for official ones. Off under --raw.")
 BLOCK_FRAMES = 1 << 16
 
 

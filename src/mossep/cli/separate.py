@@ -116,7 +116,7 @@ def separate(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
-    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
+    solo: Optional[bool] = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -236,7 +236,7 @@ def batch(
     device: str = options.DEVICE, threads: Optional[int] = options.THREADS, fast: bool = options.FAST,
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
-    solo: bool = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
+    solo: Optional[bool] = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Spread the files over a Ray cluster (mossep.cluster): `auto` or "
                                       "HOST:PORT joins one ($RAY_ADDRESS too); no value starts Ray on this "
