@@ -256,17 +256,6 @@ def write_csv(report: EvalReport, path: str | Path, overwrite: bool = False) -> 
                         for c in CSV_COLUMNS])
 
 
-def check_writable(path: str | Path, overwrite: bool) -> None:
-    """Fail early (before a long run) if `path` exists without overwrite or its folder is missing."""
-    path = Path(path)
-    fsutil.check_output_file(path)  # not a folder (even with --overwrite), a name the file system allows
-    if path.exists() and not overwrite:
-        raise MossepError(f"{path}: already exists (use --overwrite to replace it)")
-    if not path.parent.is_dir():
-        raise MossepError(f"{path}: folder {path.parent} does not exist")
-    fsutil.check_writable(path.parent)
-
-
 def _atomic(path: str | Path, overwrite: bool):
-    check_writable(path, overwrite)
+    fsutil.check_new_file(path, overwrite)
     return atomic_path(path, overwrite=overwrite)

@@ -29,7 +29,7 @@ from torch import nn
 
 from .checkpoints import LoadedModel, load_checkpoint
 from .errors import MossepError, reason
-from .fsutil import atomic_path, check_writable
+from .fsutil import atomic_path, check_new_file
 
 INPUT, OUTPUT = "mix", "sources"
 VERIFY_TOLERANCE = 1e-4  # max |onnxruntime - torch| / rms(torch), as the conformance criterion
@@ -136,13 +136,7 @@ def export_onnx(model: str | Path | LoadedModel | None, out: str | Path, overwri
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise MossepError(f"{out}: output must be an .onnx file")
-    if out.is_dir():
-        raise MossepError(f"{out}: is a folder")
-    if out.exists() and not overwrite:
-        raise MossepError(f"{out}: already exists (use --overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise MossepError(f"{out}: folder {out.parent} does not exist")
-    check_writable(out.parent)
+    check_new_file(out, overwrite)
     _require("onnx", "onnxscript", "onnxruntime")
     import onnx
 

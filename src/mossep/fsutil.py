@@ -79,6 +79,18 @@ def check_output_file(path: str | Path) -> None:
         raise MossepError(f"{path}: exists and is not a regular file")
 
 
+def check_new_file(path: str | Path, overwrite: bool) -> None:
+    """Fail early (before long work whose result goes to `path`) unless it can be written: check_output_file,
+    no existing file without overwrite, an existing folder that accepts files."""
+    path = Path(path)
+    check_output_file(path)
+    if path.exists() and not overwrite:
+        raise MossepError(f"{path}: already exists (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise MossepError(f"{path}: folder {path.parent} does not exist")
+    check_writable(path.parent)
+
+
 def _temp_prefix(path: Path) -> str:
     """Prefix of the temporary names next to `path`: `.{name}.`, the name shortened so that the temporary
     name fits where the final one does."""

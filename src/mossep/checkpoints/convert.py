@@ -9,7 +9,7 @@ import torch
 
 from .. import __version__
 from ..errors import MossepError
-from ..fsutil import atomic_path, check_writable
+from ..fsutil import atomic_path, check_new_file
 from ..models.mossformer import Separator
 from . import LoadedModel, load_checkpoint
 from .native import SUFFIX, load_native, save_native
@@ -84,11 +84,7 @@ def convert(src: str | Path, out: str | Path, sample_rate: int | None = None, ov
     out = Path(out)
     if out.suffix != SUFFIX:
         raise MossepError(f"{out}: output must be a {SUFFIX} file")
-    if out.exists() and not overwrite:
-        raise MossepError(f"{out}: already exists (use --overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise MossepError(f"{out}: folder {out.parent} does not exist")
-    check_writable(out.parent)
+    check_new_file(out, overwrite)
     loaded = load_checkpoint(src, sample_rate)
     metadata = {
         **loaded.metadata,

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from ..errors import MossepError
 from ..datasets import find_items
-from ..evaluate import EvalReport, ItemScore, check_writable, evaluate_dataset, write_csv, write_json
+from ..evaluate import EvalReport, ItemScore, evaluate_dataset, write_csv, write_json
+from ..fsutil import check_new_file
 from . import options
 from .app import app
 
@@ -78,7 +79,7 @@ def evaluate(
     """Separate every mixture of a dataset and report SI-SNR, SI-SNRi and SDRi per item and on average."""
     for path in (json_path, csv_path):
         if path is not None:
-            check_writable(path, overwrite)
+            check_new_file(path, overwrite)
     if estimates is not None and model is not None:
         raise MossepError("--estimates scores files already separated; it cannot be combined with --model")
     find_items(dataset)  # a bad dataset fails before the model loads

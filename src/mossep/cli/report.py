@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import soundfile as sf
 import typer
 
-from ..evaluate import check_writable
+from ..fsutil import check_new_file
 from ..fsutil import atomic_path
 from ..solo import SpeechMeter, SpeechReport
 
@@ -51,7 +51,7 @@ class JsonReport:
         self.path, self.overwrite = path, overwrite
         self.files: list[dict] = []
         if path is not None:
-            check_writable(path, overwrite)  # before any work
+            check_new_file(path, overwrite)  # before any work
 
     def add(self, inp: str | Path, outputs: Sequence[str | Path] | None, speech: SpeechReport | None,
             status: str = "separated", error: str | None = None) -> None:
