@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from faults import one_line_error, run, tone
-from mossep.checkpoints import load_checkpoint, save_native
+from mossep.checkpoints import load_checkpoint
 from mossep.checkpoints.clearvoice import official_state_dict
 from mossep.errors import MossepError
 from mossep.models import ModelConfig, build_model, preset
@@ -53,11 +52,9 @@ def one_line(excinfo, *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_native(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("native") / "tiny.safetensors"
-    save_native(build_model(preset("tiny")), path, {"note": "test"})
-    return path
+def tiny_native(tiny_model_path) -> Path:
+    """The shared tiny model (conftest), only ever read: every forgery is written to a copy."""
+    return tiny_model_path
 
 
 @pytest.fixture(scope="module")
