@@ -136,8 +136,9 @@ class Separator:
     of the above (one pass over the whole input, no DC or hum removal, no level fit or peak limiting), and instead
     the official pipeline of the checkpoint's format (mossep.official_pipelines.for_checkpoint). solo: where one
     voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = on for
-    mossep's own checkpoints (where it was measured), off for official ones; always off with raw. backend: "torch", or "onnx": the network runs in onnxruntime
-    (exported once into the cache folder and checked against PyTorch, mossep.export; CPU, exact mode only).
+    mossep's own checkpoints (where it was measured), off for official ones; always off with raw. backend:
+    "torch", or "onnx": the network runs in onnxruntime (exported once into the cache folder and checked against
+    PyTorch, mossep.export; CPU, exact mode only).
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
@@ -348,7 +349,7 @@ class Separator:
         sample_rate = whole_rate(sample_rate, "sample rate")
         mix = mix.astype(np.float32)
         check_finite(mix, "mixture")
-        sr_in, sr = int(sample_rate), self.sample_rate
+        sr_in, sr = sample_rate, self.sample_rate
         n_model = resampled_length(len(mix), sr_in, sr)
         blocks = resample_blocks([mix], sr_in, sr, expected=n_model)
         back = StreamResampler(sr, sr_in, self.num_speakers, expected=len(mix))
