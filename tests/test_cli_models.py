@@ -6,23 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import run
 
 from mossep.checkpoints import load_checkpoint
 from mossep.checkpoints import convert as convert_module
 from mossep.checkpoints.clearvoice import official_state_dict
-from mossep.cli import main
 from mossep.models import ModelConfig, build_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL2 = ModelConfig(arch="mossformer2", encoder_dim=24, d_model=32, num_blocks=1, query_key_dim=16,
                      rotary_dim=8, expansion_factor=2.0, conv_kernel_size=5, fsmn_dim=12, fsmn_lorder=3)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code or 0, out, err
 
 
 @pytest.fixture()
@@ -46,7 +39,7 @@ def same_output(a, b) -> bool:
 
 
 def test_info_json_native(capsys, tiny_model_path):
-    code, out, _ = run(capsys, "info", str(tiny_model_path), "--json")
+    code, out, _ = run(["info", str(tiny_model_path), "--json"], capsys)
     assert code == 0
     s = json.loads(out)
     model = load_checkpoint(tiny_model_path).model
@@ -58,7 +51,7 @@ def test_info_json_native(capsys, tiny_model_path):
 
 
 def test_info_without_a_model_describes_the_bundled_one(capsys):
-    code, out, _ = run(capsys, "info", "--json")
+    code, out, _ = run(["info", "--json"], capsys)
     assert code == 0
     s = json.loads(out)
     assert s["path"].endswith("default.safetensors") and s["format"] == "mossep"
@@ -66,31 +59,31 @@ def test_info_without_a_model_describes_the_bundled_one(capsys):
 
 
 def test_info_json_clearvoice_rate_sources(capsys, clearvoice_file):
-    s = json.loads(run(capsys, "info", str(clearvoice_file), "--json")[1])
+    s = json.loads(run(["info", str(clearvoice_file), "--json"], capsys)[1])
     assert s["format"] == "clearvoice" and s["architecture"] == "mossformer2" and s["sample_rate"] == 8000
     assert s["sample_rate_source"] == "inferred from the name 'MossFormer2_SS_8K'"
     assert any("epoch 3, step 120" in n for n in s["notes"])
-    s = json.loads(run(capsys, "info", str(clearvoice_file.parent), "--model-rate", "16000", "--json")[1])
+    s = json.loads(run(["info", str(clearvoice_file.parent), "--model-rate", "16000", "--json"], capsys)[1])
     assert s["sample_rate"] == 16000 and s["sample_rate_source"].startswith("given by --model-rate")
 
 
 def test_info_table_modelscope_kit(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = run(capsys, "info", str(FIXTURES / "mossformer_8k" / "tiny_checkpoint"))
+    code, out, _ = run(["info", str(FIXTURES / "mossformer_8k" / "tiny_checkpoint")], capsys)
     assert code == 0
     for text in ("ModelScope MossFormer directory", "mossformer", "8000 Hz", "3,282,197", "config.num_blocks"):
         assert text in out
 
 
 def test_info_missing_model_is_one_line_error(capsys, tmp_path):
-    code, out, err = run(capsys, "info", str(tmp_path / "none.safetensors"))
+    code, out, err = run(["info", str(tmp_path / "none.safetensors")], capsys)
     assert code == 1 and out == ""
     assert err.startswith("mossep: error: ") and err.count("\n") == 1 and "none.safetensors" in err
 
 
 def test_convert_clearvoice_records_source_and_matches(capsys, clearvoice_file, tmp_path):
     out_path = tmp_path / "small.safetensors"
-    code, out, err = run(capsys, "convert", str(clearvoice_file), str(out_path))
+    code, out, err = run(["convert", str(clearvoice_file), str(out_path)], capsys)
     assert code == 0, err
     assert out.startswith(f"wrote {out_path}") and "output matches the source" in out
     converted = load_checkpoint(out_path)
@@ -99,34 +92,34 @@ def test_convert_clearvoice_records_source_and_matches(capsys, clearvoice_file, 
     assert meta["source_format"] == "clearvoice" and meta["source_path"] == "last_best_checkpoint.pt"
     assert meta["sample_rate"] == 8000 and meta["sample_rate_source"] == "inferred from the name 'MossFormer2_SS_8K'"
     assert same_output(converted.model, load_checkpoint(clearvoice_file).model)
-    s = json.loads(run(capsys, "info", str(out_path), "--json")[1])
+    s = json.loads(run(["info", str(out_path), "--json"], capsys)[1])
     assert s["sample_rate_source"] == "stored in the checkpoint (at conversion: inferred from the name 'MossFormer2_SS_8K')"
 
 
 def test_convert_with_model_rate(capsys, clearvoice_file, tmp_path):
     out_path = tmp_path / "r.safetensors"
-    assert run(capsys, "convert", str(clearvoice_file), str(out_path), "--model-rate", "16000")[0] == 0
+    assert run(["convert", str(clearvoice_file), str(out_path), "--model-rate", "16000"], capsys)[0] == 0
     assert load_checkpoint(out_path).config.sample_rate == 16000
 
 
 def test_convert_refuses_to_overwrite(capsys, clearvoice_file, tmp_path):
     out_path = tmp_path / "x.safetensors"
     out_path.write_bytes(b"keep me")
-    code, _, err = run(capsys, "convert", str(clearvoice_file), str(out_path))
+    code, _, err = run(["convert", str(clearvoice_file), str(out_path)], capsys)
     assert code == 1 and "--overwrite" in err and out_path.read_bytes() == b"keep me"
-    assert run(capsys, "convert", str(clearvoice_file), str(out_path), "--overwrite")[0] == 0
+    assert run(["convert", str(clearvoice_file), str(out_path), "--overwrite"], capsys)[0] == 0
     assert load_checkpoint(out_path).config.arch == "mossformer2"
 
 
 @pytest.mark.parametrize("name", ["x.pt", "missing_dir/x.safetensors"])
 def test_convert_bad_output_path(capsys, clearvoice_file, tmp_path, name):
-    code, _, err = run(capsys, "convert", str(clearvoice_file), str(tmp_path / name))
+    code, _, err = run(["convert", str(clearvoice_file), str(tmp_path / name)], capsys)
     assert code == 1 and err.startswith("mossep: error: ") and err.count("\n") == 1
     assert not (tmp_path / name).exists()
 
 
 def test_convert_missing_source_writes_nothing(capsys, tmp_path):
-    code, _, err = run(capsys, "convert", str(tmp_path / "gone_8k.pt"), str(tmp_path / "o.safetensors"))
+    code, _, err = run(["convert", str(tmp_path / "gone_8k.pt"), str(tmp_path / "o.safetensors")], capsys)
     assert code == 1 and "gone_8k.pt" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -134,7 +127,7 @@ def test_convert_missing_source_writes_nothing(capsys, tmp_path):
 def test_convert_failed_verification_leaves_nothing(capsys, clearvoice_file, tmp_path, monkeypatch):
     monkeypatch.setattr(convert_module, "output_difference", lambda a, b: 0.5)
     out_path = tmp_path / "bad.safetensors"
-    code, _, err = run(capsys, "convert", str(clearvoice_file), str(out_path))
+    code, _, err = run(["convert", str(clearvoice_file), str(out_path)], capsys)
     assert code == 1 and "differs" in err and "nothing written" in err
     assert [p.name for p in tmp_path.iterdir()] == ["MossFormer2_SS_8K"]  # no output, no temporary file
     assert sorted(p.name for p in clearvoice_file.parent.iterdir()) == ["last_best_checkpoint", clearvoice_file.name]
@@ -143,7 +136,7 @@ def test_convert_failed_verification_leaves_nothing(capsys, clearvoice_file, tmp
 def test_convert_modelscope_kit(capsys, tmp_path):
     src = FIXTURES / "mossformer_8k" / "tiny_checkpoint"
     out_path = tmp_path / "ms.safetensors"
-    assert run(capsys, "convert", str(src), str(out_path))[0] == 0
+    assert run(["convert", str(src), str(out_path)], capsys)[0] == 0
     converted = load_checkpoint(out_path)
     assert converted.metadata["source_format"] == "modelscope"
     assert converted.metadata["sample_rate_source"].startswith("fixed")
@@ -178,7 +171,7 @@ def test_unreadable_torch_checkpoint_is_a_short_line(capsys, tmp_path, recwarn, 
     """torch.load's own messages run to several sentences (advising weights_only=False); mossep says what is
     wrong in one short line, and torch's warnings do not reach the terminal."""
     path = _unreadable_checkpoints(tmp_path / "ck")[case]
-    code, out, err = run(capsys, "info", str(path))
+    code, out, err = run(["info", str(path)], capsys)
     lines = err.strip().splitlines()
     assert code == 1 and out == "" and len(lines) == 1, err
     assert lines[0].startswith(f"mossep: error: {path}") and words in lines[0]
@@ -190,7 +183,7 @@ def test_convert_into_unwritable_folder_is_one_line(capsys, tmp_path, tiny_model
     folder = tmp_path / "out"
     folder.mkdir()
     refuse_writes_in(folder)
-    code, out, err = run(capsys, "convert", str(tiny_model_path), str(folder / "m.safetensors"))
+    code, out, err = run(["convert", str(tiny_model_path), str(folder / "m.safetensors")], capsys)
     assert code == 1 and out == "" and err.count("\n") == 1 and "not writable" in err, err
     assert list(folder.iterdir()) == []
 
