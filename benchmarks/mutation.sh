@@ -23,12 +23,13 @@ declare -A TESTS=(
   [chunking]="tests/test_chunking.py tests/test_stitching_values.py tests/test_three_talkers.py"
   [metrics]="tests/test_metrics.py tests/test_metrics_values.py"
   [audio]="tests/test_audio.py tests/test_audio_values.py tests/test_file_paths.py"
-  [separator]="tests/test_separator.py tests/test_batched_forward.py tests/test_file_paths.py"
+  [separator]="tests/test_separator.py tests/test_separator_values.py tests/test_batched_forward.py tests/test_file_paths.py tests/test_ensemble.py tests/test_postfilter.py tests/test_hum.py tests/test_cli_raw.py tests/test_solo.py tests/test_tracking.py"
   [checkpoints]="tests/test_checkpoints.py"
 )
 # tests of those files left out (slow, and exercising other modules): pytest -k expressions
 declare -A DESELECT=(
   [chunking]="not evaluate and not train"
+  [separator]="not kit and not default_model_t and not cli_json"
 )
 declare -A SOURCES=(
   [chunking]="src/mossep/chunking.py" [metrics]="src/mossep/metrics.py" [audio]="src/mossep/audio.py"
