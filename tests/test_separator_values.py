@@ -1,0 +1,547 @@
+"""mossep.separator by value: the exact names, messages, settings and numbers the Separator API gives, each test
+aimed at a way the module could be wrong that the broader tests (test_separator, test_file_paths,
+test_batched_forward) would not notice (the mutation run of issue 19, benchmarks/README.md).
+
+Stand-in networks keep them fast and their answers known: BandSplit (tests/oracles.py) and linear variants of it.
+CUDA-only branches are reached with a fake CUDA device (a network whose .to() only records the device).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from oracles import BandSplit, oracle_model, talkers
+
+from mossep import separator as separator_module
+from mossep.checkpoints import LoadedModel
+from mossep.chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+from mossep.errors import MossepError
+from mossep.separator import (CUDA_BATCH, DEFAULT_FILENAME, Separator, output_names, recommended_settings,
+                              resolve_device, whole_rate)
+from mossep.solo import SOLO
+from mossep.tracking import TRACK_SPEAKERS
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def message(excinfo) -> str:
+    return str(excinfo.value)
+
+
+# ---------------------------------------------------------------- output_names
+
+def test_output_names_exact():
+    assert output_names(DEFAULT_FILENAME, "talk", 2) == ["talk_spk1.wav", "talk_spk2.wav"]
+    # the default template follows the format's extension, in lower case; a template of one's own is kept
+    assert output_names(DEFAULT_FILENAME, "a", 2, "FLAC") == ["a_spk1.flac", "a_spk2.flac"]
+    assert output_names(DEFAULT_FILENAME, "a", 2, "wav") == ["a_spk1.wav", "a_spk2.wav"]
+    assert output_names("{k}.wav", "a", 2) == ["1.wav", "2.wav"]
+    assert output_names("{k}-{stem}.wav", "a", 2, "flac") == ["1-a.wav", "2-a.wav"]
+    # {ext}: the input's extension, empty unless given; speakers are numbered 1..C
+    assert output_names("{stem}.{ext}_{k}", "a", 3, ext="mp3") == ["a.mp3_1", "a.mp3_2", "a.mp3_3"]
+    assert output_names("{stem}{ext}_{k}", "a", 2) == ["a_1", "a_2"]
+    assert output_names("sub/{stem}/{k}.wav", "a", 1) == ["sub/a/1.wav"]
+
+
+@pytest.mark.parametrize("template, num, want", [
+    ("{stem", 2, "--filename '{stem': ..."),  # ...: Python's own words for the format error
+    ("{foo}_{k}", 2, "--filename '{foo}_{k}': use {stem}, {ext} and {k} (the speaker number), "
+                     "e.g. {stem}_spk{k}.wav"),
+    ("{stem}.wav", 2, "--filename '{stem}.wav': use {stem}, {ext} and {k} (the speaker number), "
+                      "e.g. {stem}_spk{k}.wav"),
+    ("{k:.0s}", 2, "--filename '{k:.0s}': ..."),
+    # the name most speakers share is named (here "1": speakers 1, 10 and 11; "9" would sort last)
+    ("{k!s:.1}", 11, "--filename '{k!s:.1}': gives several speakers the same name (1); {k} must tell them apart"),
+    ("{k!s:.0}", 1, "--filename '{k!s:.0}': gives an empty file name (or one that names a folder)"),
+    ("{stem}_{k}/", 2, "--filename '{stem}_{k}/': gives an empty file name (or one that names a folder)"),
+    ("{stem}_{k}\\", 2, "--filename '{stem}_{k}\\\\': gives an empty file name (or one that names a folder)"),
+    ("{k}/.", 2, "--filename '{k}/.': gives an empty file name (or one that names a folder)"),
+    ("{k}/x/.", 2, "--filename '{k}/x/.': gives an empty file name (or one that names a folder)"),
+    ("{k}/..", 2, "--filename '{k}/..': gives an empty file name (or one that names a folder)"),
+    ("{k}\x00.wav", 2, "--filename '{k}\\x00.wav': gives a name with a NUL character"),
+    ("/tmp/{k}.wav", 2, "--filename '/tmp/{k}.wav': names must stay inside the output folder (no leading / or ..)"),
+    ("../{k}.wav", 2, "--filename '../{k}.wav': names must stay inside the output folder (no leading / or ..)"),
+])
+def test_output_names_refusals_say_what_is_wrong(template, num, want):
+    with pytest.raises(MossepError) as e:
+        output_names(template, "a", num)
+    if want.endswith(": ..."):
+        assert message(e).startswith(want[:-3]) and len(message(e)) > len(want)
+    else:
+        assert message(e) == want
+
+
+# ---------------------------------------------------------------- whole_rate, recommended_settings, resolve_device
+
+def test_whole_rate():
+    for given, want in ((16000, 16000), (16000.0, 16000), ("8000", 8000), (np.int64(44100), 44100), (1, 1)):
+        got = whole_rate(given)
+        assert got == want and type(got) is int
+    cases = [(0.5, "sample rate must be a whole number of Hz, got 0.5"),
+             (float("inf"), "sample rate must be a whole number of Hz, got inf"),
+             (float("nan"), "sample rate must be a whole number of Hz, got nan"),
+             ("fast", "sample rate must be a whole number of Hz, got 'fast'"),
+             (None, "sample rate must be a whole number of Hz, got None"),
+             (0, "sample rate must be positive, got 0"),
+             (-8000, "sample rate must be positive, got -8000")]
+    for given, want in cases:
+        with pytest.raises(MossepError) as e:
+            whole_rate(given)
+        assert message(e) == want
+    with pytest.raises(MossepError) as e:
+        whole_rate(22050.5, "output sample rate")
+    assert message(e) == "output sample rate must be a whole number of Hz, got 22050.5"
+
+
+@pytest.mark.parametrize("metadata, want", [
+    (None, (1, False)),
+    ({}, (1, False)),
+    ({"inference": {"passes": 2, "wiener": True}}, (2, True)),
+    ({"inference": {"passes": 2}}, (2, False)),
+    ({"inference": {"wiener": True}}, (1, True)),
+    ({"inference": {"passes": 1, "wiener": False}}, (1, False)),
+    ({"inference": [2, True]}, (1, False)),  # untrusted metadata of the wrong kind is ignored
+    ({"inference": {"passes": 3, "wiener": 1}}, (1, False)),
+    ({"inference": {"passes": 0}}, (1, False)),
+    ({"inference": {"passes": True}}, (1, False)),  # a bool is not a number of passes
+    ({"inference": {"passes": "2", "wiener": "yes"}}, (1, False)),
+    ({"inference": {"passes": 2.0}}, (1, False)),
+])
+def test_recommended_settings(metadata, want):
+    got = recommended_settings(metadata)
+    assert got == {"passes": want[0], "wiener": want[1]}
+    assert type(got["passes"]) is int and type(got["wiener"]) is bool
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    for name, want in (("cuda", "device cuda requested but CUDA is not available (use --device cpu)"),
+                       ("tpu", "unknown device 'tpu' (use cpu, cuda or auto)"),
+                       ("meta", "unsupported device 'meta' (use cpu, cuda or auto)")):
+        with pytest.raises(MossepError) as e:
+            resolve_device(name)
+        assert message(e) == want
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with a GPU
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- stand-in networks
+
+class Scaled(BandSplit):
+    """BandSplit with its outputs at other levels (2x the low band, 0.5x the rest): linear, so the level
+    normalisation around the network must cancel exactly."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y * torch.tensor([2.0, 0.5], dtype=y.dtype)[:, None]
+
+
+class OnFakeCuda(BandSplit):
+    """Records where it is moved to and stays where it is (a CUDA device without CUDA)."""
+
+    moved_to: list = []
+
+    def to(self, *args, **kwargs):
+        self.moved_to = [*self.moved_to, args]
+        return self
+
+
+def band_split(x: np.ndarray) -> np.ndarray:
+    return BandSplit()(torch.from_numpy(np.asarray(x, np.float64))[None])[0].numpy()
+
+
+def loaded(net: torch.nn.Module, source: str = "mossep", metadata: dict | None = None) -> LoadedModel:
+    return LoadedModel(net, source, Path("stand-in"), dict(metadata or {}))
+
+
+# ---------------------------------------------------------------- construction
+
+def test_settings_as_given_and_defaults():
+    sep = Separator(oracle_model(), device="cpu")
+    assert sep.chunk_seconds == DEFAULT_CHUNK_SECONDS and sep.overlap_seconds == DEFAULT_OVERLAP_SECONDS
+    assert sep.chunk == round(DEFAULT_CHUNK_SECONDS * 8000) and sep.overlap == round(DEFAULT_OVERLAP_SECONDS * 8000)
+    assert (sep.passes, sep.signs, sep.wiener, sep.batch_size) == (1, [1.0], False, 1)
+    assert (sep.track_speakers, sep.remove_hum, sep.raw, sep.solo) == (TRACK_SPEAKERS, True, False, SOLO)
+    assert (sep.backend, sep.format, sep.amp_dtype, sep.device) == ("torch", "mossep", None, torch.device("cpu"))
+    assert isinstance(sep.model, torch.nn.Module) and sep.model is sep.loaded.model
+
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=1.0, overlap_seconds=0.25, passes=2, wiener=True,
+                    batch_size=3, track_speakers=not TRACK_SPEAKERS, remove_hum=False, solo=not SOLO)
+    assert (sep.chunk_seconds, sep.overlap_seconds, sep.chunk, sep.overlap) == (1.0, 0.25, 8000, 2000)
+    assert (sep.passes, sep.signs, sep.wiener, sep.batch_size) == (2, [1.0, -1.0], True, 3)
+    assert (sep.track_speakers, sep.remove_hum, sep.solo) == (not TRACK_SPEAKERS, False, not SOLO)
+    # the whole input at once: no overlap, whatever was asked
+    assert (Separator(oracle_model(), device="cpu", chunk_seconds=0, overlap_seconds=0.5).overlap,
+            Separator(oracle_model(), device="cpu", chunk_seconds=0).overlap) == (0, 0)
+    # the shortest chunk the model takes, and chunks without overlap, are accepted
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=16 / 8000, overlap_seconds=0)
+    assert (sep.chunk, sep.overlap) == (16, 0)
+    assert Separator(oracle_model(), device="cpu", chunk_seconds=0.5, overlap_seconds=0.5 - 1 / 8000).overlap == 3999
+
+
+def test_settings_from_checkpoint_metadata_unless_given():
+    rec = loaded(BandSplit(), metadata={"inference": {"passes": 2, "wiener": True}})
+    assert (Separator(rec, device="cpu").passes, Separator(rec, device="cpu").wiener) == (2, True)
+    assert (Separator(rec, device="cpu", passes=1).passes, Separator(rec, device="cpu", wiener=False).wiener) == (1, False)
+    plain = loaded(BandSplit())
+    assert (Separator(plain, device="cpu").passes, Separator(plain, device="cpu", passes=2).passes) == (1, 2)
+    assert (Separator(plain, device="cpu").wiener, Separator(plain, device="cpu", wiener=True).wiener) == (False, True)
+
+
+@pytest.mark.parametrize("kwargs, want", [
+    (dict(backend="tf"), "--backend must be torch or onnx, got 'tf'"),
+    (dict(backend="onnx", fast=True), "--fast is a torch mode; --backend onnx runs the exact network: drop one"),
+    (dict(backend="onnx", device="cuda"), "--backend onnx runs on the CPU (onnxruntime); --device cuda contradicts it"),
+    (dict(device="cuda"), "device cuda requested but CUDA is not available (use --device cpu)"),
+    (dict(threads=0), "--threads must be at least 1, got 0"),
+    (dict(chunk_seconds=-1), "--chunk-seconds must be >= 0 (0 = whole file), got -1.0"),
+    (dict(chunk_seconds=float("nan")), "--chunk-seconds must be >= 0 (0 = whole file), got nan"),
+    (dict(chunk_seconds=float("inf")), "--chunk-seconds must be >= 0 (0 = whole file), got inf"),
+    (dict(overlap_seconds=-0.5), "--overlap-seconds must be >= 0, got -0.5"),
+    (dict(overlap_seconds=float("inf")), "--overlap-seconds must be >= 0, got inf"),
+    (dict(chunk_seconds=15 / 8000), "--chunk-seconds 0.001875 is shorter than the model minimum "
+                                    "(16 samples at 8000 Hz)"),
+    (dict(chunk_seconds=1.0, overlap_seconds=1.0), "--overlap-seconds (1.0) must be shorter than --chunk-seconds (1.0)"),
+    (dict(passes=3), "--passes must be 1 or 2, got 3"),
+    (dict(passes=0), "--passes must be 1 or 2, got 0"),
+])
+def test_bad_settings_say_what_is_wrong(monkeypatch, kwargs, want):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MossepError) as e:
+        Separator(oracle_model(), **{"device": "cpu", **kwargs})
+    assert message(e) == want
+
+
+def test_threads_sets_torch_threads():
+    try:
+        Separator(oracle_model(), device="cpu", threads=2)
+        assert torch.get_num_threads() == 2
+        Separator(oracle_model(), device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_model_rate_reaches_checkpoints_that_do_not_store_it():
+    path = FIX / "mossformer2_8k" / "tiny_checkpoint.pt"  # ClearerVoice: the rate comes from the name or the user
+    assert Separator(path, device="cpu").sample_rate == 8000
+    sep = Separator(path, device="cpu", model_rate=16000)
+    assert (sep.sample_rate, sep.format) == (16000, "clearvoice")
+
+
+@pytest.mark.parametrize("source, metadata, want", [
+    ("mossep", {}, "mossep"),
+    ("mossep", {"source_format": "standalone"}, "standalone"),  # a converted official checkpoint
+    ("mossep", {"source_format": "bogus"}, "mossep"),
+    ("modelscope", {}, "modelscope"),
+    ("clearvoice", {"source_format": "standalone"}, "clearvoice"),
+    ("oracle", {}, "mossep"),
+])
+def test_format_and_solo_default(source, metadata, want):
+    sep = Separator(loaded(BandSplit(), source, metadata), device="cpu")
+    assert sep.format == want
+    assert sep.solo == (SOLO and want == "mossep")  # measured on mossep's own checkpoints only
+    assert Separator(loaded(BandSplit(), source, metadata), device="cpu", solo=True).solo is True
+    assert Separator(loaded(BandSplit(), source, metadata), device="cpu", solo=False).solo is False
+
+
+def test_raw_is_the_official_pipeline_and_nothing_else():
+    sep = Separator(loaded(BandSplit(), "standalone"), device="cpu", raw=True, solo=True)
+    assert (sep.raw, sep.chunk, sep.overlap, sep.passes, sep.wiener, sep.remove_hum, sep.solo) == \
+        (True, 0, 0, 1, False, False, False)
+    from mossep.official_pipelines import standalone_inference
+    assert sep.official is standalone_inference
+    for kwargs, name in ((dict(fast=True), "--fast"), (dict(chunk_seconds=4), "--chunk-seconds"),
+                         (dict(passes=2), "--passes"), (dict(wiener=True), "--wiener")):
+        with pytest.raises(MossepError) as e:
+            Separator(loaded(BandSplit(), "standalone"), device="cpu", raw=True, **kwargs)
+        assert message(e) == f"--raw gives the official pipeline's output, which {name} would change; drop one"
+    # chunk_seconds 0 and passes 1 say what raw does anyway
+    assert Separator(loaded(BandSplit(), "standalone"), device="cpu", raw=True, chunk_seconds=0, passes=1).raw
+
+
+def test_the_network_goes_to_the_device(monkeypatch):
+    net = OnFakeCuda()
+    Separator(loaded(net), device="cpu")
+    assert net.moved_to == [(torch.device("cpu"),)]
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_cuda_defaults(monkeypatch, bf16):
+    """On CUDA: 4 chunks per forward and bf16 autocast (fp16 where bf16 is missing), none under raw; --fast is a
+    CPU mode. Reached with a fake CUDA device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    net = OnFakeCuda()
+    sep = Separator(loaded(net), device="cuda")
+    assert net.moved_to == [(torch.device("cuda"),)]
+    assert (sep.device, sep.batch_size, sep.amp_dtype) == (torch.device("cuda"), CUDA_BATCH,
+                                                           torch.bfloat16 if bf16 else torch.float16)
+    assert Separator(loaded(OnFakeCuda()), device="cuda", batch_size=2).batch_size == 2
+    assert Separator(loaded(OnFakeCuda(), "standalone"), device="cuda", raw=True).amp_dtype is None
+    auto = Separator(loaded(OnFakeCuda()))
+    assert (auto.device, auto.batch_size) == (torch.device("cuda"), CUDA_BATCH)
+    with pytest.raises(MossepError) as e:
+        Separator(loaded(OnFakeCuda()), device="cuda", fast=True)
+    assert message(e) == ("--fast is a CPU mode (bf16 or int8 mask net); on CUDA the default already runs under "
+                          "bf16/fp16 autocast: drop --fast, or use --device cpu")
+
+
+def test_fast_mode_missing_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mossep.fast", None)
+    with pytest.raises(MossepError) as e:
+        Separator(oracle_model(), device="cpu", fast=True)
+    assert message(e) == "fast mode is not available"
+
+
+def test_fast_mode_converts_its_own_model_in_place_and_copies_a_callers(tiny_model_path):
+    pytest.importorskip("mossep.fast")
+    from mossep.checkpoints import load_checkpoint
+
+    own = Separator(tiny_model_path, device="cpu", fast=True)
+    assert own.model is own.loaded.model  # no second copy of the weights
+    given = load_checkpoint(tiny_model_path)
+    before = {k: v.clone() for k, v in given.model.state_dict().items()}
+    sep = Separator(given, device="cpu", fast=True)
+    assert sep.model is not given.model
+    after = given.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_onnx_backend_builds_the_onnx_network_last(monkeypatch, tmp_path):
+    import mossep.export
+
+    made = []
+
+    class FakeOnnx:
+        def __init__(self, loaded, threads=None, note=None):
+            made.append((loaded, threads, note))
+
+    monkeypatch.setattr(mossep.export, "OnnxNetwork", FakeOnnx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "auto" would be CUDA: onnx still runs on the CPU
+    model = loaded(OnFakeCuda())
+    try:
+        sep = Separator(model, backend="onnx")
+        assert (sep.backend, sep.device) == ("onnx", torch.device("cpu")) and isinstance(sep.model, FakeOnnx)
+        assert made == [(model, torch.get_num_threads(), logging.getLogger("mossep").info)]
+        sep = Separator(model, backend="onnx", device="cpu", threads=2)
+        assert made[-1] == (model, 2, logging.getLogger("mossep").info)
+    finally:
+        torch.set_num_threads(1)
+    assert len(made) == 2 and not isinstance(Separator(model, device="cpu").model, FakeOnnx)
+
+
+# ---------------------------------------------------------------- the engine
+
+def test_forward_undoes_its_level_normalisation_exactly():
+    """A linear network's outputs come back at the input's own level and sign (no level fit of its own)."""
+    x = talkers(8000, seconds=1.0).sum(0)[:6000]
+    want = band_split(x) * np.array([[2.0], [0.5]])
+    for level in (1.0, 1e-3, 3.0):
+        sep = Separator(loaded(Scaled()), device="cpu", passes=1, wiener=False)
+        got = sep._forward((level * x)[None].astype(np.float32))
+        assert got.shape == (1, 2, 6000) and got.dtype == np.float64
+        np.testing.assert_allclose(got[0], level * want, rtol=0, atol=1e-5 * level)
+
+
+def test_clean_removes_the_offset_at_double_precision():
+    """The DC offset is taken out with a float64 mean, even of a large offset (float32 would leave ~1e-5)."""
+    rng = np.random.default_rng(3)
+    x = (1000.0 + 0.1 * rng.standard_normal(8000)).astype(np.float32)
+    sep = Separator(oracle_model(), device="cpu", remove_hum=False)
+    y = sep._clean(x)
+    assert y.dtype == np.float32
+    assert abs(y.mean(dtype=np.float64)) < 1e-6
+    # hum removal only when asked: a 50 Hz hum stays without it
+    t = np.arange(8000) / 8000
+    hum = (0.1 * np.sin(2 * np.pi * 50 * t) + 0.05 * rng.standard_normal(8000)).astype(np.float32)
+    np.testing.assert_array_equal(sep._clean(hum), (hum - hum.mean(dtype=np.float64)).astype(np.float32))
+    assert np.abs(Separator(oracle_model(), device="cpu")._clean(hum) - sep._clean(hum)).max() > 0.05
+
+
+def test_run_model_is_the_plain_network_on_the_cpu(tiny_model_path):
+    from mossep.checkpoints import load_checkpoint
+
+    model = load_checkpoint(tiny_model_path)
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((1, 4000)).astype(np.float32) * 0.1)
+    with torch.inference_mode():
+        want = model.model(x).double().numpy()
+    got = Separator(model, device="cpu")._run_model(x)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)  # no autocast on the CPU
+
+
+def test_progress_reports_seconds_done_and_total():
+    x = talkers(8000, seconds=3.0).sum(0)
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    calls = []
+    sep.separate(x, 8000, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (3.0, 3.0) and len(calls) == 4  # 4 chunks
+    assert all(t == 3.0 for _, t in calls) and all(a < b for (a, _), (b, _) in zip(calls, calls[1:]))
+    calls.clear()
+    list(sep.separate_stream([x[:5000], x[5000:]], progress=lambda done, total: calls.append((done, total))))
+    assert calls[-1] == (3.0, None)
+
+
+def test_too_short_and_nan_outputs_say_where(monkeypatch):
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    with pytest.raises(MossepError) as e:
+        list(sep.separate_stream([np.zeros(10, np.float32), np.zeros(5, np.float32)]))
+    assert message(e) == "input: too short (15 samples at 8000 Hz; the model needs at least 16)"
+    assert np.concatenate(list(sep.separate_stream([np.zeros(16, np.float32)])), axis=1).shape == (2, 16)
+    monkeypatch.setattr(sep, "_forward", lambda audios: np.full((len(audios), 2, audios.shape[1]), np.nan))
+    with pytest.raises(MossepError) as e:
+        sep.separate(np.ones(8000, np.float32), 8000)
+    assert message(e) == ("mixture: the model's output is NaN or infinite (a broken checkpoint?); nothing was "
+                          "written")
+
+
+def test_separate_array_conversions():
+    """PCM integers are read at full scale 1.0, channels are averaged, a [T, 1] array is a mono one."""
+    x = talkers(8000, seconds=1.0).sum(0)
+    sep = Separator(oracle_model(), device="cpu", remove_hum=False, solo=False)
+    want = sep.separate(x, 8000)
+    assert want.dtype == np.float32 and want.flags.c_contiguous and want.shape == (2, 8000)
+    pcm = np.round(x * 32768).astype(np.int16)
+    np.testing.assert_allclose(sep.separate(pcm, 8000), want, atol=1e-4)
+    np.testing.assert_allclose(sep.separate(x[:, None], 8000), want, atol=1e-6)
+    np.testing.assert_allclose(sep.separate(np.stack([x + 0.1, x - 0.1], axis=1), 8000), want, atol=1e-5)
+    np.testing.assert_allclose(sep.separate(np.stack([x, x], axis=1), 8000.0), want, atol=1e-6)
+    for bad, want_msg in ((np.zeros((4, 4, 4)), "mixture must be [T] or [T, channels], got shape (4, 4, 4)"),
+                          (np.zeros((100, 0)), "mixture has shape (100, 0): no channels"),
+                          (np.zeros((2, 3)), "mixture has shape (2, 3), more channels than samples: separate() "
+                                             "takes [T] or [T, channels]; for a [channels, T] array pass mix.T"),
+                          (np.zeros(0), "mixture contains no samples"),
+                          (np.array([0.0, np.inf] * 100), None)):
+        with pytest.raises(MossepError) as e:
+            sep.separate(bad, 8000)
+        if want_msg is not None:
+            assert message(e) == want_msg
+        else:
+            assert message(e).startswith("mixture")
+    with pytest.raises(MossepError) as e:
+        sep.separate(x, 8000.5)
+    assert message(e) == "sample rate must be a whole number of Hz, got 8000.5"
+
+
+# ---------------------------------------------------------------- files
+
+def test_file_outputs_stdin_channel_and_refusals(tmp_path):
+    import io
+
+    rate = 16000
+    src = talkers(rate, seconds=1.0)
+    stereo = np.stack([src.sum(0), 0.5 * src[0]], axis=1)
+    path = tmp_path / "talk.flac"
+    sf.write(path, stereo, rate)
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0.5, overlap_seconds=0.125, remove_hum=False)
+    # channel 2 alone is the low talker only
+    paths = sep.separate_file(path, tmp_path / "o", channel=2, subtype="FLOAT", filename="{stem}.{ext}.{k}.wav")
+    assert [p.name for p in paths] == ["talk.flac.1.wav", "talk.flac.2.wav"]
+    assert list(paths.speech) == list(paths.report.speech) and len(paths.speech_seconds) == 2
+    want = sep.separate(stereo[:, 1], rate)
+    got = np.stack([sf.read(p, dtype="float32")[0] for p in paths])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # default output: 16-bit wav at the input's rate
+    paths = sep.separate_file(path, tmp_path / "d")
+    assert [(sf.info(p).subtype, sf.info(p).samplerate, sf.info(p).frames) for p in paths] == [("PCM_16", rate, rate)] * 2
+    # stdin
+    data = io.BytesIO()
+    sf.write(data, stereo, rate, format="WAV", subtype="FLOAT")
+    data.seek(0)
+    paths = sep.separate_file("-", tmp_path / "s", stdin=data, channel=2, subtype="FLOAT")
+    assert [p.name for p in paths] == ["stdin_spk1.wav", "stdin_spk2.wav"]
+    np.testing.assert_allclose(np.stack([sf.read(p, dtype="float32")[0] for p in paths]), want, atol=1e-4)
+    # an existing output is kept unless overwrite; the message names it
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "d")
+    assert message(e) == f"{tmp_path / 'd' / 'talk_spk1.wav'}: already exists (use --overwrite)"
+    (tmp_path / "d" / "talk_spk1.wav").unlink()
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "d")
+    assert message(e) == f"{tmp_path / 'd' / 'talk_spk2.wav'}: already exists (use --overwrite)"
+    sep.separate_file(path, tmp_path / "d", overwrite=True)
+    # an output that would overwrite the input
+    wav = tmp_path / "x_spk1.wav"
+    sf.write(wav, stereo, rate)
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(wav, tmp_path, filename="x_spk{k}.wav", overwrite=True)
+    assert message(e) == f"{wav}: an output would overwrite the input"
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "c", channel=3)
+    assert message(e) == f"{path}: has 2 channel(s); --channel 3 does not exist"
+    assert not (tmp_path / "c").exists()
+
+
+def test_stream_output_is_one_wav_with_a_channel_per_speaker(tmp_path):
+    import io
+
+    rate = 16000
+    src = talkers(rate, seconds=1.0)
+    stereo = np.stack([0.5 * src[1], src.sum(0)], axis=1)
+    path = tmp_path / "talk.wav"
+    sf.write(path, stereo, rate, subtype="FLOAT")
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0.5, overlap_seconds=0.125, remove_hum=False)
+    want = sep.separate(stereo[:, 1], rate)
+    out = io.BytesIO()
+    report = sep.separate_to_stream(path, out, channel=2, subtype="FLOAT")
+    assert len(report.speech) == 2
+    y, sr = sf.read(io.BytesIO(out.getvalue()), dtype="float32")
+    assert sr == rate and y.shape == (rate, 2)
+    np.testing.assert_allclose(y.T, want, atol=1e-4)
+    info = sf.info(io.BytesIO(out.getvalue()))
+    out = io.BytesIO()
+    sep.separate_to_stream(path, out, output_rate=8000)
+    info = sf.info(io.BytesIO(out.getvalue()))
+    assert (info.samplerate, info.frames, info.channels, info.subtype) == (8000, 8000, 2, "PCM_16")
+    data = io.BytesIO()
+    sf.write(data, stereo, rate, format="WAV", subtype="FLOAT")
+    data.seek(0)
+    out = io.BytesIO()
+    sep.separate_to_stream("-", out, subtype="FLOAT", channel=2, stdin=data)
+    np.testing.assert_allclose(sf.read(io.BytesIO(out.getvalue()), dtype="float32")[0].T, want, atol=1e-4)
+    with pytest.raises(MossepError) as e:
+        sep.separate_to_stream(path, io.BytesIO(), output_rate=0)
+    assert message(e) == "output sample rate must be positive, got 0"
+
+
+def test_stream_output_limits_its_peak_says_so_and_reports_progress(tmp_path, monkeypatch):
+    """As for files (test_separator.test_clipping_is_prevented_and_reported): outputs that would clip are scaled
+    down together, the note names the input; progress runs to the input's length in seconds."""
+    import io
+
+    mix = 0.9 * np.sin(2 * np.pi * 100 * np.arange(12345) / 16000)
+    path = tmp_path / "c.wav"
+    sf.write(path, mix, 16000, subtype="FLOAT")
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0, remove_hum=False, solo=False)
+
+    def forward(audios):  # two outputs that sum to the mixture, each peaking above full scale
+        loud = 1.5 * np.sin(2 * np.pi * 37 * np.arange(audios.shape[1]) / 8000)
+        return np.stack([np.stack([a + loud, -loud]) for a in audios])
+
+    monkeypatch.setattr(sep, "_forward", forward)
+    notes, calls = [], []
+    out = io.BytesIO()
+    sep.separate_to_stream(path, out, subtype="FLOAT", note=notes.append, output_rate=44100,
+                           progress=lambda done, total: calls.append((done, total)))
+    y, sr = sf.read(io.BytesIO(out.getvalue()), dtype="float32")
+    assert sr == 44100 and y.shape == (round(12345 * 44100 / 16000), 2)
+    assert 0.99 < np.abs(y).max() <= 0.9991
+    assert len(notes) == 1 and notes[0].startswith(f"{path}: separated speakers peaked at ")
+    assert calls and calls[-1][0] == pytest.approx(12345 / 16000, abs=1e-3) and calls[-1][1] == calls[-1][0]
+    # files: the same progress
+    calls.clear()
+    sep.separate_file(path, tmp_path / "o", note=notes.append,
+                      progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == pytest.approx(12345 / 16000, abs=1e-3) and len(notes) == 2
