@@ -221,3 +221,45 @@ def test_one_sample_fades_and_chunks():
     assert plan_chunks(3, 1, 0) == [(0, 1), (1, 2), (2, 3)]
     with pytest.raises(ValueError, match=r"^overlap \(4\) must be in \[0, chunk\) = \[0, 4\)$"):
         plan_chunks(10, 4, 4)
+
+
+def test_a_tied_overlap_keeps_the_previous_order():
+    """When no order matches the overlap better than the previous one (here the chunk's estimates are
+    identical there, so every order ties exactly: integer samples, exact sums), the previous order is kept,
+    not the first of the tied ones."""
+    rng = np.random.default_rng(6)
+    for c, previous in ((2, (1, 0)), (3, (2, 0, 1))):
+        stitched = rng.integers(-3, 4, size=(c, 64)).astype(np.float64)
+        same = np.repeat(rng.integers(-3, 4, size=(1, 64)).astype(np.float64), c, axis=0)
+        assert choose_permutation(stitched, same, stitched.sum(0), 1.0, previous) == previous
+        # the same overlap with distinct estimates is decided by the match
+        assert choose_permutation(stitched, stitched, stitched.sum(0), 1.0, previous) == tuple(range(c))
+
+
+def test_a_custom_quiet_threshold_also_decides_which_outputs_pause():
+    """Three talkers: outputs 1 and 2 are 23 dB under the recording over the overlap, output 0 talks. At
+    quiet_db=-10 they count as pausing and keep their previous estimates although the overlap's faint match
+    says swap them; at the default -30 dB they are live and the match decides."""
+    t = np.arange(400)
+    a, b, c = np.sin(t * 0.3), np.cos(t * 0.11), np.sin(t * 0.05 + 1.0)
+    stitched = np.stack([a, 0.1 * b, 0.1 * c])
+    est = np.stack([a, 0.1 * c, 0.1 * b])
+    mix = stitched.sum(0)
+    assert choose_permutation(stitched, est, mix, 1.0, (0, 1, 2), quiet_db=-10.0) == (0, 1, 2)
+    assert choose_permutation(stitched, est, mix, 1.0, (0, 1, 2)) == (0, 2, 1)
+
+
+def test_the_overlap_match_counts_every_sample_of_the_stitched_output_alike():
+    """The new chunk is matched to the stitched output itself (the overlap-add divided by its window sum),
+    not to the window-weighted sum: over the first half of the overlap its estimates agree with the kept
+    order, over the second half (where the previous chunk fades out) they agree, 1.5 times louder, with the
+    swapped order. Unweighted that is a clear swap; weighted by the fading window it would not be."""
+    overlap, L, split = 100, 300, 50
+    first = np.stack([np.sin(np.arange(L) * 0.3), np.cos(np.arange(L) * 0.11)])
+    s = np.arange(L - overlap, 2 * L - overlap)
+    m0, m1 = np.sin(s * 0.3), np.cos(s * 0.11)
+    j = np.arange(L)
+    second = np.stack([np.where(j < split, m0, 1.5 * m1), np.where(j < split, m1, 1.5 * m0)])
+    ola = OverlapAdd(2, overlap, fit_level=False)
+    ola.add(0, first, first.sum(0), first=True, last=False)
+    assert ola.add(L - overlap, second, second.sum(0), first=False, last=True) == (1, 0)
