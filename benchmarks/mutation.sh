@@ -22,9 +22,9 @@ jobs="${JOBS:-1}"
 declare -A TESTS=(
   [chunking]="tests/test_chunking.py tests/test_stitching_values.py tests/test_three_talkers.py"
   [metrics]="tests/test_metrics.py tests/test_metrics_values.py"
-  [audio]="tests/test_audio.py tests/test_audio_values.py tests/test_file_paths.py"
+  [audio]="tests/test_audio.py tests/test_audio_values.py tests/test_file_paths.py tests/test_bad_audio.py tests/test_full_disk.py tests/test_properties.py"
   [separator]="tests/test_separator.py tests/test_separator_values.py tests/test_batched_forward.py tests/test_file_paths.py tests/test_ensemble.py tests/test_postfilter.py tests/test_hum.py tests/test_cli_raw.py tests/test_solo.py tests/test_tracking.py"
-  [checkpoints]="tests/test_checkpoints.py"
+  [checkpoints]="tests/test_checkpoints.py tests/test_checkpoint_values.py tests/test_conformance_mossformer.py tests/test_conformance_mossformer2.py tests/test_conformance_mossformer2_formats.py tests/test_hostile_checkpoints.py tests/test_cli_models.py"
 )
 # tests of those files left out (slow, and exercising other modules): pytest -k expressions
 declare -A DESELECT=(
