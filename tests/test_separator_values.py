@@ -545,3 +545,54 @@ def test_stream_output_limits_its_peak_says_so_and_reports_progress(tmp_path, mo
     sep.separate_file(path, tmp_path / "o", note=notes.append,
                       progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == pytest.approx(12345 / 16000, abs=1e-3) and len(notes) == 2
+
+
+class Leaky(BandSplit):
+    """BandSplit that leaks 30 % of the low talker into the second output."""
+
+    def forward(self, x):
+        low, high = super().forward(x).unbind(1)
+        return torch.stack([0.7 * low, high + 0.3 * low], dim=1)
+
+
+def test_solo_gives_a_lone_voice_the_mixture_and_the_others_silence():
+    """Separator(solo=True) runs mossep.solo on each chunk: where the low talker speaks alone (the first 2.5 s), its
+    output is the mixture and the other output silent; solo=False keeps the leak."""
+    src = talkers(8000, seconds=4.0)
+    src[1, : int(2.5 * 8000)] = 0
+    mix = src.sum(0)
+    alone = slice(int(0.2 * 8000), int(2.3 * 8000))
+    out = {}
+    for solo in (True, False):
+        sep = Separator(loaded(Leaky()), device="cpu", chunk_seconds=2.0, overlap_seconds=0.5, solo=solo,
+                        remove_hum=False)
+        out[solo] = sep.separate(mix, 8000)
+    leak = {solo: 10 * np.log10(np.mean(est[1, alone] ** 2) / np.mean(mix[alone] ** 2)) for solo, est in out.items()}
+    assert leak[True] < -60 and leak[False] > -15
+    np.testing.assert_allclose(out[True][0, alone], mix[alone], atol=1e-3)
+
+
+def test_streaming_yields_output_as_soon_as_no_later_chunk_can_change_it():
+    """Memory stays about one chunk: fed in blocks, the output lags the input by at most one chunk; and an input
+    that ends one sample after a regular chunk (the final chunk then starts one sample later) still streams."""
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    x = talkers(8000, seconds=5.0).sum(0)
+    fed, lags = [0], []
+
+    def blocks():
+        for i in range(0, len(x), 500):
+            fed[0] = min(i + 500, len(x))
+            yield x[i:i + 500]
+
+    parts = []
+    for y in sep.separate_stream(blocks()):
+        parts.append(y)
+        lags.append(fed[0] - sum(p.shape[1] for p in parts))
+    assert len(parts) >= 6 and max(lags) <= sep.chunk and lags[-1] == 0
+    whole = np.concatenate(list(sep.separate_stream([x])), axis=1)
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=1e-6)
+    for n in (sep.chunk - sep.overlap + sep.chunk + 1, 2 * (sep.chunk - sep.overlap) + sep.chunk + 1):
+        one = np.concatenate(list(sep.separate_stream([x[:n]])), axis=1)
+        assert one.shape == (2, n)
+        np.testing.assert_allclose(np.concatenate(list(sep.separate_stream(np.array_split(x[:n], 7))), axis=1), one,
+                                   atol=1e-6)
