@@ -424,6 +424,10 @@ def test_separate_array_conversions():
     assert want.dtype == np.float32 and want.flags.c_contiguous and want.shape == (2, 8000)
     pcm = np.round(x * 32768).astype(np.int16)
     np.testing.assert_allclose(sep.separate(pcm, 8000), want, atol=1e-4)
+    np.testing.assert_allclose(sep.separate(pcm, 8000), sep.separate(pcm / 32768.0, 8000), rtol=0, atol=1e-7)
+    pcm32 = np.round(x * 2.0 ** 31).astype(np.int32)
+    np.testing.assert_allclose(sep.separate(pcm32, 8000), sep.separate(pcm32 / 2.0 ** 31, 8000), rtol=0, atol=1e-7)
+    assert sep.separate(np.zeros((16, 16), np.float32), 8000).shape == (2, 16)  # as many channels as samples
     np.testing.assert_allclose(sep.separate(x[:, None], 8000), want, atol=1e-6)
     np.testing.assert_allclose(sep.separate(np.stack([x + 0.1, x - 0.1], axis=1), 8000), want, atol=1e-5)
     np.testing.assert_allclose(sep.separate(np.stack([x, x], axis=1), 8000.0), want, atol=1e-6)
@@ -610,3 +614,13 @@ def test_streaming_yields_output_as_soon_as_no_later_chunk_can_change_it():
         assert one.shape == (2, n)
         np.testing.assert_allclose(np.concatenate(list(sep.separate_stream(np.array_split(x[:n], 7))), axis=1), one,
                                    atol=1e-6)
+
+
+def test_output_paths():
+    sep = Separator(oracle_model(), device="cpu")
+    assert sep.output_paths("in/talk.flac", "out") == [Path("out/talk_spk1.wav"), Path("out/talk_spk2.wav")]
+    assert sep.output_paths(Path("in/talk.flac"), "out", fmt="flac") == [Path("out/talk_spk1.flac"),
+                                                                          Path("out/talk_spk2.flac")]
+    assert sep.output_paths("in/talk.flac", "out", "{stem}.{ext}.{k}.wav") == [Path("out/talk.flac.1.wav"),
+                                                                                 Path("out/talk.flac.2.wav")]
+    assert sep.output_paths("-", "out", "{stem}[{ext}]{k}.wav") == [Path("out/stdin[]1.wav"), Path("out/stdin[]2.wav")]
