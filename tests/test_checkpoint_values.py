@@ -252,3 +252,194 @@ def test_native_round_trip_keeps_aliases_and_metadata(tmp_path):
     loaded = load_checkpoint(tmp_path / "m.safetensors")
     assert (loaded.source, loaded.config, loaded.metadata, loaded.notes) == ("mossep", SMALL2, {"k": [1, "v"]}, [])
     assert torch.equal(output(loaded.model), output(model))
+
+
+def test_modelscope_float16_parts_give_one_note_each(tmp_path):
+    model = seeded(MS_CFG)
+    folder = write_modelscope(tmp_path / "ms", model)
+    for name in ("encoder.bin", "decoder.bin", "masknet.bin"):
+        torch.save({k: v.half() for k, v in torch.load(folder / name, weights_only=True).items()}, folder / name)
+    notes = load_checkpoint(folder).notes
+    counts = {"encoder.bin": 1, "decoder.bin": 2, "masknet.bin": len(torch.load(folder / "masknet.bin"))}
+    assert notes == ["official ModelScope MossFormer, 8000 Hz"] + [
+        f"{n} of {n} tensors in {name} are stored as float16, converted to float32 exactly" for name, n in counts.items()]
+
+
+# ---------------------------------------------------------------- ModelScope configurations: whole messages
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"stride": 4}, "stride 4 differs from kernel_size // 2 = 3; the official encoder always uses kernel_size // 2, "
+                    "so this configuration cannot be reproduced"),
+    ({"out_channels": 8}, "in_channels (16), out_channels (8) and d_model (16) must be equal"),
+    ({"d_model": 8}, "in_channels (16), out_channels (16) and d_model (8) must be equal"),
+    ({"causal": True}, "causal MossFormer is not supported"),
+    ({"norm": "bn"}, "norm 'bn' is not supported (ln or gln)"),
+    ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
+    ({"num_blocks": 2.0}, "num_blocks must be an integer, got '2.0'"),
+    ({"num_blocks": True}, "num_blocks must be an integer, got 'True'"),
+    ({"expansion_factor": "4"}, "expansion_factor must be a number, got '4'"),
+    ({"kernel_size": None}, "kernel_size must be an integer, got 'None'"),
+    ({"num_blocks": 0}, "model config: num_blocks must be in 1..256, got 0"),
+])
+def test_modelscope_configuration_errors_in_full(tmp_path, change, expected):
+    folder = write_modelscope(tmp_path / "ms", seeded(MS_CFG), **change)
+    assert error(load_checkpoint, folder) == f"{folder / 'configuration.json'}: {expected}"
+
+
+def test_modelscope_configuration_lacking_a_key(tmp_path):
+    folder = write_modelscope(tmp_path / "ms", seeded(MS_CFG))
+    conf = json.loads((folder / "configuration.json").read_text())
+    del conf["model"]["num_blocks"]
+    (folder / "configuration.json").write_text(json.dumps(conf))
+    assert error(load_checkpoint, folder) == f"{folder / 'configuration.json'}: model section lacks key 'num_blocks'"
+    (folder / "configuration.json").write_text(json.dumps({"model": [1]}))
+    assert error(load_checkpoint, folder) == (f"{folder / 'configuration.json'}: the model section must be a JSON "
+                                              "object, got a JSON list")
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"num_blocks": 0}, "num_blocks must be a positive integer, got 0"),
+    ({"num_spks": -1}, "num_spks must be a positive integer, got -1"),
+    ({"kernel_size": 8.0}, "kernel_size must be a positive integer, got 8.0"),
+    ({"in_channels": "16"}, "in_channels must be a positive integer, got '16'"),
+    ({"norm": "gln"}, "norm = 'gln' is not supported (the published model has 'ln')"),
+    ({"use_global_pos_enc": False}, "use_global_pos_enc = False is not supported (the published model has True)"),
+    ({"out_channels": 24}, "in_channels (16) and out_channels (24) differ; the official code works only when they "
+                           "are equal"),
+    ({"kernel_size": 5000}, "model config: kernel_size must be in 1..4096, got 5000"),
+])
+def test_modelscope2_configuration_errors_in_full(tmp_path, change, expected):
+    folder = write_modelscope2(tmp_path / "ms2", seeded(MS2_CFG), **change)
+    assert error(load_checkpoint, folder) == f"{folder / 'configuration.json'}: {expected}"
+
+
+def test_modelscope2_small_positive_values_are_accepted(tmp_path):
+    """1 is positive: a one-block, one-talker model loads."""
+    cfg = ModelConfig(**{**MS2_CFG.to_dict(), "num_spks": 1})
+    loaded = load_checkpoint(write_modelscope2(tmp_path / "ms2", seeded(cfg)))
+    assert loaded.config == cfg
+
+
+def test_modelscope2_folder_errors_in_full(tmp_path):
+    from mossep.checkpoints.modelscope2 import load_modelscope2
+
+    model = seeded(MS2_CFG)
+    folder = write_modelscope2(tmp_path / "ms2", model)
+    conf_path, weights = folder / "configuration.json", folder / "pytorch_model.pt"
+    assert error(load_modelscope2, tmp_path) == (f"{tmp_path}: not a ModelScope MossFormer2 folder "
+                                                 "(configuration.json + pytorch_model.pt)")
+    conf_path.write_text(json.dumps({"model": "x"}))
+    assert error(load_checkpoint, folder) == f"{conf_path}: no 'model' section"
+    conf_path.write_text(json.dumps({"model": {"type": "other"}}))
+    assert error(load_checkpoint, folder) == f"{conf_path}: model type 'other' is not {MS2_TYPE!r}"
+    write_modelscope2(folder, model, num_blocks=3)
+    assert error(load_checkpoint, folder) == (f"{conf_path} and pytorch_model.pt: the configuration says num_blocks "
+                                              "= 3 but the weights have 1")
+    write_modelscope2(folder, model)
+    torch.save([1, 2], weights)
+    assert error(load_checkpoint, folder) == f"{weights}: not a state dict (got list)"
+    state = official_state_dict(model)
+    torch.save({**state, "extra.w": torch.zeros(1)}, weights)
+    assert error(load_checkpoint, folder) == (f"{weights}: unexpected key 'extra.w' (MossFormer2 keys start with "
+                                              "enc., dec., mask_net.)")
+    torch.save({k: v for k, v in state.items() if k != "mask_net.conv1d_out.weight"}, weights)
+    assert error(load_checkpoint, folder) == (f"{weights}: not a MossFormer2 checkpoint (no tensor "
+                                              "'mask_net.conv1d_out.weight')")
+    torch.save({**state, "mask_net.prelu.weight": torch.zeros(2)}, weights)
+    assert error(load_checkpoint, folder) == (f"{weights}: checkpoint does not match the model: 1 wrong shapes "
+                                              "(first: mask_net.prelu.weight (2,) (expected (1,)))")
+
+
+def test_modelscope_optional_keys_take_the_official_defaults(tmp_path):
+    cfg = ModelConfig(arch="mossformer", encoder_dim=32, d_model=32, num_blocks=1, kernel_size=6, stride=3)
+    model = seeded(cfg)
+    folder = write_modelscope(tmp_path / "ms", model)
+    conf = json.loads((folder / "configuration.json").read_text())
+    section = {k: conf["model"][k] for k in ("kernel_size", "in_channels", "out_channels", "d_model", "num_blocks")}
+    (folder / "configuration.json").write_text(json.dumps({"model": section}))
+    loaded = load_checkpoint(folder)
+    assert loaded.config == cfg  # stride 3, 2 talkers, group 256, query-key 128, expansion 4.0, dropout 0.1, no bias
+    assert torch.equal(output(loaded.model), output(model))
+
+
+# ---------------------------------------------------------------- mossep's own format: whole messages
+
+
+def _tiny_native(path: Path, **header: str) -> Path:
+    """A small mossep checkpoint with entries of its header replaced (None: removed)."""
+    model = seeded(SMALL2)
+    save_native(model, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for k, v in header.items():
+        if v is None:
+            meta.pop(k)
+        else:
+            meta[k] = v
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("header, expected", [
+    ({"format": "other"}, "safetensors file is not a mossep checkpoint (no 'format: mossep' header)"),
+    ({"format": None}, "safetensors file is not a mossep checkpoint (no 'format: mossep' header)"),
+    ({"format_version": "2" * 30}, f"checkpoint format version {'2' * 20!r} is not supported (this mossep reads "
+                                   "version 1)"),
+    ({"config": None}, "bad checkpoint header (no config)"),
+    ({"config": "[1]"}, "bad checkpoint header (config must be a JSON object, got a JSON list)"),
+    ({"config": "{"}, "bad checkpoint header (config is not valid JSON: Expecting property name enclosed in double "
+                      "quotes: line 1 column 2 (char 1))"),
+    ({"aliases": "3"}, "bad checkpoint header (aliases must be a JSON object, got a JSON number)"),
+    ({"metadata": "null"}, "bad checkpoint header (metadata must be a JSON object, got a JSON null)"),
+    ({"config": "{}"}, "checkpoint does not match the model: "),
+    ({"config": json.dumps({"arch": "mossformer3"})}, "bad checkpoint header (unknown architecture 'mossformer3' "
+                                                      "(known: mossformer, mossformer2))"),
+    ({"config": json.dumps({"num_blocks": "2"})}, "bad checkpoint header (model config: num_blocks must be int, "
+                                                  "got '2' (str))"),
+    ({"aliases": json.dumps({"x" * 100: "y" * 100})}, f"bad checkpoint header (alias {'x' * 80!r} -> {'y' * 80!r} "
+                                                      "does not name one stored tensor)"),
+    ({"aliases": json.dumps({"a": ["b"]})}, "bad checkpoint header (alias 'a' -> \"['b']\" does not name one stored "
+                                            "tensor)"),
+])
+def test_native_header_errors_in_full(tmp_path, header, expected):
+    path = _tiny_native(tmp_path / "m.safetensors", **header)
+    msg = error(load_checkpoint, path)
+    if expected.endswith(": "):  # the default config's model: its first missing key depends on the architecture
+        assert msg.startswith(f"{path}: {expected}"), msg
+    else:
+        assert msg == f"{path}: {expected}"
+
+
+def test_native_aliases_must_not_shadow_a_stored_tensor(tmp_path):
+    model = seeded(SMALL2)
+    save_native(model, tmp_path / "m.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    aliases = json.loads(meta["aliases"])
+    assert aliases, "the MossFormer2 rotary tables are shared, so a saved model has aliases"
+    alias, stored = next(iter(aliases.items()))
+    assert stored in keys and alias not in keys
+    path = _tiny_native(tmp_path / "shadow.safetensors", aliases=json.dumps({keys[0]: keys[1]}))
+    assert error(load_checkpoint, path) == (f"{path}: bad checkpoint header (alias {keys[0]!r} -> {keys[1]!r} does "
+                                            "not name one stored tensor)")
+    path = _tiny_native(tmp_path / "missing.safetensors", aliases="{}")
+    assert error(load_checkpoint, path).startswith(f"{path}: checkpoint does not match the model: {len(aliases)} "
+                                                   f"missing keys (first: ")
+
+
+def test_native_format_version_1_and_no_version_load(tmp_path):
+    for version in ("1", None):
+        path = _tiny_native(tmp_path / f"v{version}.safetensors", format_version=version)
+        assert load_checkpoint(path).config == SMALL2
+
+
+def test_native_missing_and_unreadable_files(tmp_path):
+    assert error(load_native, tmp_path / "none.safetensors") == f"{tmp_path / 'none.safetensors'}: checkpoint file is missing"
+    (tmp_path / "short.safetensors").write_bytes(b"\x01\x02")
+    assert error(load_native, tmp_path / "short.safetensors") == (
+        f"{tmp_path / 'short.safetensors'}: not a readable safetensors checkpoint (header too small)")
