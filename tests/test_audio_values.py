@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mossep.errors import MossepError
     ("Error opening 'a.wav': System error: No such file.", "System error: No such file."),  # only the prefix goes
     ("first line\nInternal error: bad header", "Internal error: bad header"),  # the last line, kept whole
     ("  \n ", "RuntimeError"),
+    ("Error opening stdin", "Error opening stdin"),  # no ": " after the prefix: nothing to cut
 ])
 def test_sf_reason_quotes_libsndfile_in_one_line(text, want):
     assert audio._sf_reason(RuntimeError(text)) == want
@@ -58,7 +60,233 @@ def test_stream_output_clipping_note_names_the_input(tmp_path):
     with audio.SpeakerSink(2, None, expected=100) as sink:
         sink.write(np.full((2, 100), 2.0, np.float32))
         sink.commit_stream(out, 8000, "FLOAT", "in.wav", notes.append)
-    assert len(notes) == 1 and notes[0].startswith("in.wav: separated speakers peaked at 2.000")
+    assert notes == ["in.wav: separated speakers peaked at 2.000; scaled all outputs by -6.0 dB to avoid clipping"]
     y, sr = sf.read(io.BytesIO(out.getvalue()), dtype="float32")
     assert sr == 8000 and y.shape == (100, 2)
     np.testing.assert_allclose(y, audio.PEAK_LIMIT, rtol=1e-6)
+
+
+def test_spool_without_room_for_its_buffer_says_where(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(MossepError) as e:
+        audio.spool(io.BytesIO(b"RIFF"))
+    assert str(e.value) == f"<stdin>: cannot buffer the stream in {tempfile.gettempdir()} (read-only file system)"
+
+
+def test_output_format_messages_name_the_choices():
+    assert audio.check_output_format("WAV", "PCM_16") == "WAV"  # any case
+    for (fmt, subtype), want in {
+        ("mp4", "PCM_16"): "unknown output format 'mp4' (choose wav, flac)",
+        ("wav", "PCM_8"): "unknown subtype 'PCM_8' (choose PCM_16, PCM_24, FLOAT)",
+        ("flac", "FLOAT"): "format flac cannot store FLOAT samples",
+    }.items():
+        with pytest.raises(MossepError) as e:
+            audio.check_output_format(fmt, subtype)
+        assert str(e.value) == want
+
+
+def test_peak_gain_brings_the_peak_to_the_limit():
+    assert audio.peak_gain(0.5) == 1.0 and audio.peak_gain(audio.PEAK_LIMIT) == 1.0
+    assert audio.peak_gain(2.0) * 2.0 == pytest.approx(audio.PEAK_LIMIT)
+    assert audio.peak_gain(3.0, limit=1.5) == 0.5
+
+
+def test_check_writable_dir_makes_the_folder_and_its_parents(tmp_path):
+    out = tmp_path / "a" / "b"
+    audio.check_writable_dir(out)
+    audio.check_writable_dir(out)  # an existing folder is fine
+    assert out.is_dir() and list(out.iterdir()) == []  # the probe file is gone
+
+
+def test_check_writable_dir_says_what_is_in_the_way(tmp_path):
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    for folder, want in [(afile, f"{afile}: output folder is a file, not a directory"),
+                         (afile / "sub", f"{afile / 'sub'}: output directory is not writable (Not a directory)")]:
+        with pytest.raises(MossepError) as e:
+            audio.check_writable_dir(folder)
+        assert str(e.value) == want
+
+
+@pytest.mark.parametrize("rates", [(8000, 16000), (16000, 16000)])
+def test_stream_resampler_with_no_input_gives_expected_zeros(rates):
+    """No block at all (an empty stream): flush still gives `expected` samples, shaped as the channels say."""
+    mono = audio.StreamResampler(*rates, expected=5)  # one channel by default: [t] blocks
+    y = mono.flush()
+    assert y.shape == (5,) and y.dtype == np.float32 and not y.any()
+    assert audio.StreamResampler(*rates, 2, expected=5).flush().shape == (5, 2)
+    assert np.concatenate(list(audio.resample_blocks([], *rates, expected=3))).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_stream_resampler_defaults_to_mono(rng):
+    x = rng.standard_normal(4000).astype(np.float32)
+    rs = audio.StreamResampler(16000, 8000, expected=2000)
+    y = np.concatenate([rs.process(x[:1500]), rs.process(x[1500:]), rs.flush()])
+    assert y.shape == (2000,)
+    np.testing.assert_array_equal(y, np.concatenate(list(audio.resample_blocks([x], 16000, 8000, expected=2000))))
+
+
+def test_sink_keeps_exactly_the_expected_frames_over_several_writes(tmp_path):
+    with audio.SpeakerSink(2, tmp_path, expected=150) as sink:
+        for k in (1, 2, 3):
+            sink.write(np.full((2, 100), k, np.float32))
+        assert sink.frames == 150
+        got = np.concatenate(list(sink.blocks(1.0)))
+    assert got.shape == (150, 2) and np.all(got[:100] == 1) and np.all(got[100:] == 2)
+
+
+def test_sink_non_finite_message_in_full(tmp_path):
+    with audio.SpeakerSink(2, tmp_path) as sink:
+        with pytest.raises(MossepError) as e:
+            sink.write(np.array([[0.0, np.inf], [0.0, 0.0]], np.float32))
+    assert str(e.value) == ("the separated speakers contain NaN or infinite samples (a broken checkpoint, or input "
+                            "the model cannot handle); nothing was written")
+
+
+def test_sink_blocks_are_whole_frames_of_the_given_size(rng, tmp_path):
+    x = rng.standard_normal((3, 10)).astype(np.float32)
+    with audio.SpeakerSink(3, tmp_path) as sink:
+        sink.write(x)
+        blocks = list(sink.blocks(0.5, block_frames=4))
+    assert [b.shape for b in blocks] == [(4, 3), (4, 3), (2, 3)]
+    np.testing.assert_array_equal(np.concatenate(blocks), x.T * np.float32(0.5))
+
+
+def test_one_speaker_without_an_expected_length(tmp_path):
+    """A one-output sink (paths has one entry), no expected length: exactly what was written, as written."""
+    x = np.linspace(-0.5, 0.5, 77, dtype=np.float32)
+    with audio.SpeakerSink(1, tmp_path) as sink:
+        sink.write(x[None])
+        sink.commit_files([tmp_path / "o.wav"], 8000, "wav", "FLOAT", False, "x")
+    y, _ = sf.read(tmp_path / "o.wav", dtype="float32")
+    np.testing.assert_array_equal(y, x)
+
+
+def test_sink_without_peak_limit_writes_the_samples_as_they_are(tmp_path):
+    notes = []
+    x = np.stack([np.full(50, 1.5), np.full(50, -2.0)]).astype(np.float32)
+    with audio.SpeakerSink(2, tmp_path, expected=50, limit_peak=False) as sink:
+        sink.write(x)
+        sink.commit_files([tmp_path / "r1.wav", tmp_path / "r2.wav"], 8000, "wav", "FLOAT", False, "x", notes.append)
+    assert notes == []
+    for k in (0, 1):
+        np.testing.assert_array_equal(sf.read(tmp_path / f"r{k + 1}.wav", dtype="float32")[0], x[k])
+
+
+def test_sink_overwrite_replaces_existing_outputs(tmp_path):
+    (tmp_path / "b2.wav").write_bytes(b"old")
+    x = np.full((2, 20), 0.25, np.float32)
+    with audio.SpeakerSink(2, tmp_path, expected=20) as sink:
+        sink.write(x)
+        sink.commit_files([tmp_path / "b1.wav", tmp_path / "b2.wav"], 8000, "wav", "FLOAT", True, "b")
+    np.testing.assert_array_equal(sf.read(tmp_path / "b2.wav", dtype="float32")[0], x[1])
+
+
+def test_sink_in_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(MossepError) as e:
+        audio.SpeakerSink(2, tmp_path / "missing")
+    assert str(e.value) == f"{tmp_path / 'missing'}: cannot write there (No such file or directory)"
+
+
+def test_sink_closes_its_file_even_when_the_last_flush_fails(tmp_path):
+    with audio.SpeakerSink(2, tmp_path) as sink:
+        sink.write(np.zeros((2, 5), np.float32))
+        real = sink.file
+    assert real.closed  # closed on leaving the block, not left to the garbage collector
+    sink = audio.SpeakerSink(2, tmp_path)
+    real = sink.file
+    sink.file = _Broken(real, "close", OSError(errno.ENOSPC, "No space left on device"))
+    sink.close()  # a full disk refusing the last flush is not an error: the file goes anyway
+    real.close()
+
+
+class _Broken:
+    """A file whose method `name` raises `err`; everything else is the real file's."""
+
+    def __init__(self, real, name: str, err: Exception):
+        self.real, self.name, self.err = real, name, err
+
+    def __getattr__(self, attr):
+        if attr == self.name:
+            def fail(*args, **kwargs):
+                raise self.err
+            return fail
+        return getattr(self.real, attr)
+
+
+def _loaded_sink(tmp_path, method: str, err: OSError) -> audio.SpeakerSink:
+    sink = audio.SpeakerSink(2, tmp_path, expected=10)
+    sink.write(np.full((2, 10), 0.1, np.float32))
+    sink.file = _Broken(sink.file, method, err)
+    return sink
+
+
+def test_sink_that_cannot_flush_names_its_folder_and_the_cause(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with _loaded_sink(tmp_path, "flush", OSError(errno.ENOSPC, "No space left on device")) as sink:
+        with pytest.raises(MossepError) as e:
+            sink.commit_files([out / "a.wav", out / "b.wav"], 8000, "wav", "PCM_16", False, "in.wav")
+        sink.file.real.close()
+    assert str(e.value) == f"{tmp_path}: cannot write (disk full (no space left on device))"
+    assert list(out.iterdir()) == []
+
+
+def test_sink_that_cannot_read_back_names_the_outputs_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with _loaded_sink(tmp_path, "read", OSError(errno.EIO, "Input/output error")) as sink:
+        with pytest.raises(MossepError) as e:
+            sink.commit_files([out / "a.wav", out / "b.wav"], 8000, "wav", "PCM_16", False, "in.wav")
+        assert str(e.value) == f"in.wav: cannot write outputs in {out} (Input/output error); none were written"
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(io.BytesIO(), 8000, "PCM_16", "in.wav")
+        assert str(e.value) == f"in.wav: cannot write the output WAV in {tempfile.gettempdir()} (Input/output error)"
+        sink.file.real.close()
+    assert list(out.iterdir()) == []
+
+
+def test_a_libsndfile_refusal_is_quoted_not_called_a_full_disk(tmp_path):
+    """libsndfile refuses the header (rate 0): its reason, in one line; outputs in no folder's way."""
+    reason = "Internal error : SF_INFO struct incomplete."
+    with audio.SpeakerSink(2, tmp_path, expected=10) as sink:
+        sink.write(np.zeros((2, 10), np.float32))
+        with pytest.raises(MossepError) as e:
+            sink.commit_files([tmp_path / "a.wav", tmp_path / "b.wav"], 0, "wav", "PCM_16", False, "in.wav")
+        assert str(e.value) == f"in.wav: cannot write outputs in {tmp_path} ({reason}); none were written"
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(io.BytesIO(), 0, "PCM_16", "in.wav")
+        assert str(e.value) == f"in.wav: cannot write the output WAV in {tempfile.gettempdir()} ({reason})"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_output_failures_say_why(tmp_path, monkeypatch):
+    with audio.SpeakerSink(2, tmp_path, expected=10) as sink:
+        sink.write(np.zeros((2, 10), np.float32))
+        closed = io.BytesIO()
+        closed.close()
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(closed, 8000, "PCM_16", "in.wav")
+        assert str(e.value) == "in.wav: cannot write to the output stream (it is closed)"
+
+        class Full(io.RawIOBase):
+            def writable(self):
+                return True
+
+            def write(self, b):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(Full(), 8000, "PCM_16", "in.wav")
+        assert str(e.value) == "in.wav: cannot write to the output stream (disk full (no space left on device))"
+
+        def refuse(*args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(io.BytesIO(), 8000, "PCM_16", "in.wav")
+        assert str(e.value) == f"{tempfile.gettempdir()}: cannot write there (read-only file system)"

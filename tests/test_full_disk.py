@@ -133,3 +133,56 @@ def test_single_files_onto_a_full_disk(small_disk, how):
             else:
                 torch.save({"w": torch.zeros(1 << 16)}, tmp)
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_a_temp_folder_with_room_for_the_work_but_not_for_the_stdout_wav(tmp_path, small_disk, monkeypatch):
+    """`--stdout` encodes its WAV in the temp folder next to the separated audio: when that fills up, one line
+    naming the folder and the cause, nothing on the stream (it was soundfile's AssertionError, a traceback, when
+    libsndfile wrote through a Python file object)."""
+    import io
+
+    import numpy as np
+
+    from mossep.audio import SpeakerSink
+    from mossep.errors import MossepError
+
+    disk = small_disk(1 << 20)
+    with SpeakerSink(2, tmp_path, expected=80000) as sink:  # the separated audio itself is elsewhere
+        sink.write(np.full((2, 80000), 0.1, np.float32))
+        _fill(disk, 64 << 10)
+        monkeypatch.setattr("tempfile.tempdir", str(disk))
+        out = io.BytesIO()
+        with pytest.raises(MossepError) as e:
+            sink.commit_stream(out, 8000, "PCM_16", "in.wav")
+    assert str(e.value) == f"in.wav: cannot write the output WAV in {disk} (disk full (no space left on device))"
+    assert out.getvalue() == b"" and sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_outputs_onto_a_full_disk_say_disk_full_in_words(tmp_path, small_disk):
+    """libsndfile's bare "System error" on a full disk becomes the cause, in these words."""
+    import numpy as np
+
+    from mossep.audio import SpeakerSink
+    from mossep.errors import MossepError
+
+    disk = small_disk(1 << 20)
+    _fill(disk, 32 << 10)
+    with SpeakerSink(2, tmp_path, expected=80000) as sink:
+        sink.write(np.full((2, 80000), 0.1, np.float32))
+        with pytest.raises(MossepError) as e:
+            sink.commit_files([disk / "a.wav", disk / "b.wav"], 8000, "wav", "PCM_16", False, "in.wav")
+    assert str(e.value) == f"in.wav: cannot write outputs in {disk} (disk full (no space left on device)); none were written"
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_a_read_only_output_folder_is_refused_up_front(small_disk):
+    """check_writable_dir proves the folder it is given (root writes anywhere, so a read-only mount)."""
+    from mossep.audio import check_writable_dir
+    from mossep.errors import MossepError
+
+    disk = small_disk(1 << 20)
+    if subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("cannot remount the tmpfs read-only")
+    with pytest.raises(MossepError) as e:
+        check_writable_dir(disk)
+    assert str(e.value) == f"{disk}: output directory is not writable (read-only file system)"

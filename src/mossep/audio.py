@@ -340,8 +340,9 @@ class SpeakerSink:
         except OSError as e:
             raise MossepError(f"{tempfile.gettempdir()}: cannot write there ({os_error_text(e)})") from None
         with wav:
-            try:
-                with sf.SoundFile(wav, "w", rate, self.C, subtype, format="WAV") as out:
+            try:  # libsndfile writes to the descriptor itself: through a Python file object, a full disk would
+                # surface as soundfile's AssertionError (a traceback), not as a libsndfile error
+                with sf.SoundFile(wav.fileno(), "w", rate, self.C, subtype, format="WAV", closefd=False) as out:
                     for block in self.blocks(gain):
                         out.write(block)
             except (sf.LibsndfileError, RuntimeError, OSError) as e:
