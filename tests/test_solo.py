@@ -182,6 +182,14 @@ def test_cli_json_report_says_which_outputs_carry_speech(tmp_path, capsys):
         files = {Path(f["input"]).name: f for f in json.loads((tmp_path / name).read_text())["files"]}
         assert files["alone.wav"]["speech"] == [True, True] and files["two.wav"]["speech"] == [True, True]
     assert {f["status"] for f in files.values()} == {"skipped"}
+    # without --json too, every file of a batch says which outputs carry speech, also one skipped because its
+    # outputs exist (read back from them; here those `separate --solo` wrote above)
+    code, err = run(["batch", tmp_path / "in", "-o", tmp_path / "out"], capsys)
+    assert code == 0, err
+    text = " ".join(err.split())
+    assert "alone.wav: outputs exist, skipped; speech in alone_spk" in text and "; silent: alone_spk" in text
+    assert "two.wav: outputs exist, skipped; speech in two_spk1.wav, two_spk2.wav" in text
+    assert "2 skipped (outputs exist), 0 failed; 1 with speech in one output only" in text
 
 
 def test_on_by_default_only_for_mossep_checkpoints(tmp_path):

@@ -39,7 +39,7 @@ def _run(cluster: Cluster, rep: Reporter, report: JsonReport, files: list[Path],
     todo = []
     for job in cluster.plan(files, input_dir, output_dir, how["filename"], how["fmt"]):
         if batchjob.finished(job, overwrite):  # skipped here, without a round trip to a worker
-            outcome = batchjob.skipped(job, speech_of_files if report.path else None)
+            outcome = batchjob.skipped(job, speech_of_files)
             outcomes.append(outcome)
             report_outcome(rep, report, outcome)
         else:

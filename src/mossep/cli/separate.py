@@ -291,7 +291,7 @@ def batch(
 def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Path, output_dir: Path,
                  overwrite: bool, how: dict, report: JsonReport) -> None:
     """Run each file's job (mossep.batchjob: skipped when its outputs exist, left to another run that holds it,
-    else separated); say which outputs carry speech (the note and `report`, which for skipped files reads their
+    else separated); say which outputs carry speech (the note and `report`; for skipped files read from their
     outputs); print the summary, MossepError if any file failed."""
     outcomes = []
     with rep.progress:
@@ -299,7 +299,7 @@ def _batch_files(sep: Separator, rep: Reporter, files: list[Path], input_dir: Pa
         for job in batchjob.plan(sep, files, input_dir, output_dir, how["filename"], how["fmt"]):
             with rep.file_task(job.input.name) as update:
                 outcome = batchjob.run_job(sep, job, output_dir, overwrite, how, progress=update, note=rep.note,
-                                           speech_of_files=speech_of_files if report.path else None)
+                                           speech_of_files=speech_of_files)
             outcomes.append(outcome)
             report_outcome(rep, report, outcome, notes=False)
             rep.progress.advance(overall)
@@ -313,6 +313,9 @@ def report_outcome(rep: Reporter, report: JsonReport, outcome: batchjob.Outcome,
             rep.note(n)
     if outcome.status == "separated":
         rep.note(f"{outcome.input}: " + describe(outcome.speech, [p.name for p in outcome.outputs]))
+    elif outcome.status == "skipped" and outcome.speech is not None:  # read back from its existing outputs
+        rep.note(f"{outcome.input}: outputs exist, skipped; " + describe(outcome.speech,
+                                                                         [p.name for p in outcome.outputs]))
     elif outcome.status == "failed":
         rep.error(outcome.message)
     report.add(outcome.input, outcome.outputs, outcome.speech, outcome.status, outcome.error)
