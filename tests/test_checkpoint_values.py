@@ -276,6 +276,9 @@ def test_modelscope_float16_parts_give_one_note_each(tmp_path):
     ({"causal": True}, "causal MossFormer is not supported"),
     ({"norm": "bn"}, "norm 'bn' is not supported (ln or gln)"),
     ({"bias": "yes"}, "bias must be true or false, got 'yes'"),
+    ({"bias": "y" * 50}, f"bias must be true or false, got {'y' * 40!r}"),
+    ({"norm": "n" * 50}, f"norm {'n' * 40!r} is not supported (ln or gln)"),
+    ({"group_size": "z" * 50}, f"group_size must be an integer, got {'z' * 40!r}"),
     ({"num_blocks": 2.0}, "num_blocks must be an integer, got '2.0'"),
     ({"num_blocks": True}, "num_blocks must be an integer, got 'True'"),
     ({"expansion_factor": "4"}, "expansion_factor must be a number, got '4'"),
@@ -443,3 +446,101 @@ def test_native_missing_and_unreadable_files(tmp_path):
     (tmp_path / "short.safetensors").write_bytes(b"\x01\x02")
     assert error(load_native, tmp_path / "short.safetensors") == (
         f"{tmp_path / 'short.safetensors'}: not a readable safetensors checkpoint (header too small)")
+
+
+# ---------------------------------------------------------------- ClearerVoice: names, containers, whole messages
+
+
+@pytest.mark.parametrize("names, expected", [
+    (("MossFormer2_SS_8K",), (8000, "MossFormer2_SS_8K")),
+    (("x", "ss-16khz.pt"), (16000, "ss-16khz.pt")),
+    (("8k",), (8000, "8k")),
+    (("model8k", "run_16K"), (16000, "run_16K")),  # a letter before the number is not a rate
+    (("v18k", "8kbit"), None),  # nor a digit before, nor a letter after
+    (("16k_to_8k", "ss_8k"), None),  # the first name naming rates decides, and two rates are no answer
+    (("8k_and_8k",), (8000, "8k_and_8k")),
+    ((), None),
+])
+def test_rate_from_name(names, expected):
+    from mossep.checkpoints.clearvoice import rate_from_name
+
+    assert rate_from_name(*names) == expected
+
+
+def _official(model, prefix: str = "") -> dict:
+    return {prefix + k: v.clone() for k, v in official_state_dict(model).items()}
+
+
+def test_clearvoice_notes_in_full(tmp_path):
+    model = seeded(SMALL2)
+    folder = tmp_path / "ss_16k"
+    folder.mkdir()
+    torch.save({"model": _official(model, "module."), "epoch": 3, "optimizer": {}}, folder / "w.pt")
+    (folder / "last_checkpoint").write_text("w.pt\nignored\n")
+    loaded = load_checkpoint(folder)
+    assert loaded.config == ModelConfig(**{**SMALL2.to_dict(), "sample_rate": 16000})
+    assert torch.equal(output(loaded.model), output(model))
+    assert loaded.notes == ["sample rate inferred from the name 'ss_16k'", "ClearerVoice MossFormer2 checkpoint w.pt "
+                            "(via last_checkpoint), training container (epoch 3); optimizer state ignored"]
+    torch.save({"model": _official(model), "epoch": "x", "step": 5.5}, tmp_path / "m.pt")
+    loaded = load_checkpoint(tmp_path / "m.pt", sample_rate=8000)
+    assert loaded.notes == ["sample rate given by --model-rate", "ClearerVoice MossFormer2 checkpoint m.pt, training "
+                            "container (step 5.5); optimizer state ignored"]
+    torch.save(_official(model), tmp_path / "ss_8k.bin")
+    loaded = load_checkpoint(tmp_path / "ss_8k.bin", sample_rate=8000)
+    assert loaded.notes == ["sample rate given by --model-rate", "ClearerVoice MossFormer2 checkpoint ss_8k.bin, bare "
+                            "state dict"]
+
+
+def test_clearvoice_errors_in_full(tmp_path):
+    from mossep.checkpoints.clearvoice import load_clearvoice, resolve_weights
+
+    model = seeded(SMALL2)
+    state = _official(model)
+    path = tmp_path / "ss_8k.pt"
+
+    def refused(obj, rate=None) -> str:
+        torch.save(obj, path)
+        return error(load_checkpoint, path, rate).removeprefix(f"{path}: ")
+
+    assert refused({"model": state, "epoch": 1, "lr": 2, 3: 4}) == "unexpected entries beside 'model': lr, 3"
+    assert refused([1]) == "not a checkpoint dictionary (got list)"
+    assert refused({**state, "w": [1]}) == "state dict entry 'w' is not a tensor"
+    assert refused({**state, 3: torch.zeros(1)}) == "state dict entry 3 is not a tensor"
+    assert refused({**state, "x.w": torch.zeros(1)}) == ("unexpected key 'x.w' (MossFormer2 keys start with enc., "
+                                                         "dec., mask_net. optionally after 'module.')")
+    k = "enc.conv1d.weight"
+    assert refused({**state, "module." + k: state[k]}) == (f"key 'module.{k}' appears both with and without the "
+                                                           "'module.' prefix")
+    assert refused({n: v for n, v in state.items() if n != k}) == f"not a MossFormer2 checkpoint (no tensor {k!r})"
+    assert refused({**state, k: state[k][0]}) == f"{k} has shape (1, 8); expected 3 dimensions"
+    stack = "mask_net.mdl.intra_mdl.mossformerM."
+    assert refused({n: v for n, v in state.items() if not n.startswith((stack + "layers.", stack + "fsmn."))}) == (
+        f"not a MossFormer2 checkpoint (no {stack}layers.* tensors)")
+    assert refused({**state, "mask_net.conv1d_out.weight": torch.zeros(0, 32, 1)}).startswith(
+        "inconsistent tensor shapes (model config: num_spks must be in 1..")
+    assert refused(state, 0) == "--model-rate must be positive, got 0"
+    (tmp_path / "plain").mkdir()
+    torch.save(state, tmp_path / "plain" / "w.pt")
+    assert error(load_checkpoint, tmp_path / "plain" / "w.pt") == (
+        f"{tmp_path / 'plain' / 'w.pt'}: ClearerVoice checkpoints do not store their sample rate and the name does not "
+        "name one rate (8k or 16k); pass --model-rate 8000 or --model-rate 16000")
+    assert error(load_clearvoice, tmp_path / "gone.pt") == f"{tmp_path / 'gone.pt'}: checkpoint not found"
+    folder = tmp_path / "run_8k"
+    folder.mkdir()
+    assert error(resolve_weights, folder) == f"{folder}: no last_best_checkpoint or last_checkpoint pointer file in this folder"
+    (folder / "last_best_checkpoint").write_text("  \n")
+    assert error(load_checkpoint, folder) == (f"{folder / 'last_best_checkpoint'}: pointer file is empty (expected the "
+                                              "weights file name)")
+    (folder / "last_best_checkpoint").write_text("../plain/w.pt")
+    assert error(load_checkpoint, folder) == f"{folder / 'last_best_checkpoint'}: names w.pt, which is not in {folder}"
+    assert resolve_weights(tmp_path / "plain" / "w.pt") == (tmp_path / "plain" / "w.pt", None)
+
+
+def test_clearvoice_declared_sizes_must_match(tmp_path):
+    from mossep.checkpoints.clearvoice import check_declared
+
+    a, b = SMALL2, ModelConfig(**{**SMALL2.to_dict(), "num_blocks": 3, "num_spks": 3})
+    check_declared(a, a, "w", {"num_blocks": "layers"})
+    assert error(check_declared, a, b, "here", {"encoder_dim": "width", "num_blocks": "layers", "num_spks": "n"}) == (
+        "here: the configuration says layers = 2 but the weights have 3")
