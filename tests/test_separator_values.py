@@ -624,3 +624,72 @@ def test_output_paths():
     assert sep.output_paths("in/talk.flac", "out", "{stem}.{ext}.{k}.wav") == [Path("out/talk.flac.1.wav"),
                                                                                  Path("out/talk.flac.2.wav")]
     assert sep.output_paths("-", "out", "{stem}[{ext}]{k}.wav") == [Path("out/stdin[]1.wav"), Path("out/stdin[]2.wav")]
+
+
+class Mono(BandSplit):
+    """A one-output stand-in: the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.config.num_spks = 1
+
+    def forward(self, x):
+        return x[:, None]
+
+
+def test_file_output_details(tmp_path, monkeypatch):
+    """The format names the default outputs; the input is checked before any existing output is reported, and
+    nothing is separated when outputs exist; a killed run's temporary files of these outputs are removed; the
+    speakers are spooled next to the first output; the length at another rate is exact; an output may be called
+    "-" when the input is stdin."""
+    import io
+    import os
+    import tempfile
+    import time
+
+    src = talkers(16000, seconds=1.0)
+    path = tmp_path / "talk.wav"
+    sf.write(path, np.stack([src.sum(0), src[0]], axis=1), 16000, subtype="FLOAT")
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0.5, overlap_seconds=0.125)
+    paths = sep.separate_file(path, tmp_path / "f", fmt="flac")
+    assert [p.name for p in paths] == ["talk_spk1.flac", "talk_spk2.flac"] and all(p.exists() for p in paths)
+
+    calls = []
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "f", fmt="flac", channel=3)
+    assert message(e) == f"{path}: has 2 channel(s); --channel 3 does not exist"
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "f", fmt="flac", progress=lambda *a: calls.append(a))
+    assert message(e).endswith("talk_spk1.flac: already exists (use --overwrite)") and calls == []
+
+    stale = tmp_path / "f" / ".talk_spk2.flac.0123abcd.part"
+    other = tmp_path / "f" / ".notes.txt.0123abcd.part"
+    for p in (stale, other):
+        p.write_bytes(b"x")
+        os.utime(p, (time.time() - 60, time.time() - 60))
+    sep.separate_file(path, tmp_path / "f", fmt="flac", overwrite=True)
+    assert not stale.exists() and other.exists()
+
+    spooled = []
+    real = tempfile.TemporaryFile
+
+    def spy(*args, **kwargs):
+        spooled.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "TemporaryFile", spy)
+        paths = sep.separate_file(path, tmp_path / "g", filename="{stem}{k}/out.wav", output_rate=44100)
+    assert [p.parent.name for p in paths] == ["talk1", "talk2"] and spooled[0] == paths[0].parent
+    assert [sf.info(p).frames for p in paths] == [44100, 44100]
+    t = talkers(16000, seconds=0.77).sum(0)
+    sf.write(path, t, 16000, subtype="FLOAT")
+    paths = sep.separate_file(path, tmp_path / "h", output_rate=44100)
+    assert [sf.info(p).frames for p in paths] == [round(len(t) * 44100 / 16000)] * 2
+
+    data = io.BytesIO()
+    sf.write(data, t, 16000, format="WAV", subtype="FLOAT")
+    data.seek(0)
+    monkeypatch.chdir(tmp_path)
+    out = Separator(loaded(Mono()), device="cpu").separate_file("-", ".", filename="-{k!s:.0}", stdin=data)
+    assert out == [Path("-")] and sf.info(tmp_path / "-").frames == len(t)
