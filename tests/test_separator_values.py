@@ -693,3 +693,28 @@ def test_file_output_details(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = Separator(loaded(Mono()), device="cpu").separate_file("-", ".", filename="-{k!s:.0}", stdin=data)
     assert out == [Path("-")] and sf.info(tmp_path / "-").frames == len(t)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_stream_overlap_add_settings(monkeypatch, raw):
+    """The overlap-add gets the model's speakers, the overlap in samples, the level fit (off under raw) and the
+    speaker tracker at the model's own rate (here 16 kHz: voice profiles are measured in Hz)."""
+    from mossep.chunking import OverlapAdd
+
+    made = []
+
+    class Spy(OverlapAdd):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(separator_module, "OverlapAdd", Spy)
+    net = BandSplit()
+    net.config.sample_rate = 16000
+    kw = dict(raw=True) if raw else dict(chunk_seconds=1.0, overlap_seconds=0.25, track_speakers=True)
+    sep = Separator(loaded(net, "standalone" if raw else "mossep"), device="cpu", **kw)
+    out = np.concatenate(list(sep.separate_stream([talkers(16000, seconds=2.0).sum(0)])), axis=1)
+    assert out.shape == (2, 32000) and len(made) == 1
+    ola = made[0]
+    assert (ola.C, ola.overlap, ola.fit_level) == (2, 0 if raw else 4000, not raw)
+    assert (ola.tracker is None) if raw else (ola.tracker.sample_rate == 16000)
