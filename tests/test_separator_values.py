@@ -718,3 +718,15 @@ def test_stream_overlap_add_settings(monkeypatch, raw):
     ola = made[0]
     assert (ola.C, ola.overlap, ola.fit_level) == (2, 0 if raw else 4000, not raw)
     assert (ola.tracker is None) if raw else (ola.tracker.sample_rate == 16000)
+
+
+def test_raw_output_is_the_official_pipeline_at_the_model_rate():
+    """raw: one pass of the checkpoint format's own pipeline (here ClearerVoice's, which needs the model's rate)
+    over the whole input, nothing added."""
+    from mossep.official_pipelines import for_checkpoint
+
+    x = talkers(8000, seconds=1.0).sum(0) + 0.05  # an offset raw keeps
+    net = BandSplit()
+    sep = Separator(loaded(net, "clearvoice"), device="cpu", raw=True)
+    want = for_checkpoint("clearvoice", 8000)(lambda t: net(t).double(), x.astype(np.float32))
+    np.testing.assert_allclose(sep.separate(x, 8000), want, atol=1e-6)
