@@ -544,3 +544,83 @@ def test_clearvoice_declared_sizes_must_match(tmp_path):
     check_declared(a, a, "w", {"num_blocks": "layers"})
     assert error(check_declared, a, b, "here", {"encoder_dim": "width", "num_blocks": "layers", "num_spks": "n"}) == (
         "here: the configuration says layers = 2 but the weights have 3")
+
+
+def test_modelscope_odd_kernel(tmp_path):
+    """kernel_size // 2 is an integer division: kernel 7 has stride 3."""
+    cfg = ModelConfig(**{**MS_CFG.to_dict(), "kernel_size": 7, "stride": 3})
+    model = seeded(cfg)
+    loaded = load_checkpoint(write_modelscope(tmp_path / "ms", model))
+    assert loaded.config == cfg and torch.equal(output(loaded.model), output(model))
+
+
+# ---------------------------------------------------------------- standalone: which copy, whole messages
+
+
+def test_standalone_folder_reads_pytorch_model_bin_and_a_part_file_reads_the_parts(tmp_path):
+    a, b = seeded(ST_CFG, 1), seeded(ST_CFG, 2)
+    folder = write_standalone(tmp_path / "st", b, parts=True)
+    write_standalone(folder, a)  # pytorch_model.bin holds a, the .ckpt triple holds b
+    assert torch.equal(output(load_checkpoint(folder).model), output(a))
+    assert torch.equal(output(load_checkpoint(folder / "pytorch_model.bin").model), output(a))
+    for part in ("encoder.ckpt", "decoder.ckpt", "masknet.ckpt"):
+        loaded = load_checkpoint(folder / part)
+        assert torch.equal(output(loaded.model), output(b))
+        assert loaded.notes[1].endswith("from encoder.ckpt + decoder.ckpt + masknet.ckpt; masks applied to the encoder output")
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"sample_rate": None}, "lacks key 'sample_rate'"),
+    ({"intra_numlayers": 0}, "intra_numlayers must be a positive integer, got 0"),
+    ({"masknet_numspks": True}, "masknet_numspks must be a positive integer, got True"),
+    ({"encoder_kernel_size": 8.0}, "encoder_kernel_size must be a positive integer, got 8.0"),
+    ({"config_name": 3}, "config_name must be a str, got 3"),
+    ({"masknet_useextralinearlayer": 0}, "masknet_useextralinearlayer must be a bool, got 0"),
+    ({"masknet_useextralinearlayer": True}, "masknet_useextralinearlayer = True is not supported (every published "
+                                            "model has False)"),
+    ({"masknet_norm": "gln"}, "masknet_norm = 'gln' is not supported (every published model has 'ln')"),
+    ({"encoder_in_nchannels": 2}, "encoder_in_nchannels = 2 is not supported (every published model has 1)"),
+    ({"sample_rate": 10 ** 7}, "model config: sample_rate must be in 1..384000, got 10000000"),
+])
+def test_standalone_configuration_errors_in_full(tmp_path, change, expected):
+    folder = write_standalone(tmp_path / "st", seeded(ST_CFG))
+    conf = json.loads((folder / "config.json").read_text())
+    for k, v in change.items():
+        if v is None:
+            del conf[k]
+        else:
+            conf[k] = v
+    (folder / "config.json").write_text(json.dumps(conf))
+    assert error(load_checkpoint, folder) == f"{folder / 'config.json'}: {expected}"
+
+
+def test_standalone_folder_errors_in_full(tmp_path):
+    from mossep.checkpoints.standalone import load_standalone
+
+    model = seeded(ST_CFG)
+    folder = write_standalone(tmp_path / "st", model)
+    conf, bin_ = folder / "config.json", folder / "pytorch_model.bin"
+    assert error(load_checkpoint, folder, 8000) == (f"{conf}: the model runs at 16000 Hz; --model-rate 8000 "
+                                                    "contradicts it")
+    assert load_checkpoint(folder, 16000).config == ST_CFG
+    assert error(load_standalone, tmp_path) == (f"{tmp_path}: not a MossFormer2 standalone model (config.json with "
+                                                "pytorch_model.bin or the .ckpt files)")
+    write_standalone(folder, model, intra_numlayers=3)
+    assert error(load_checkpoint, folder) == (f"{conf} and pytorch_model.bin: the configuration says intra_numlayers "
+                                              "= 3 but the weights have 2")
+    write_standalone(folder, model)
+    torch.save([1], bin_)
+    assert error(load_checkpoint, folder) == f"{bin_}: not a state dict (got list)"
+    state = standalone_state_dict(model)
+    torch.save({**state, "other.w": torch.zeros(1)}, bin_)
+    assert error(load_checkpoint, folder) == (f"{bin_}: unexpected key 'other.w' (MossFormer2 keys start with "
+                                              "encoder., decoder., masknet.)")
+    torch.save({**state, "masknet.prelu.weight": torch.zeros(3)}, bin_)
+    assert error(load_checkpoint, folder) == (f"{bin_}: checkpoint does not match the model: 1 wrong shapes (first: "
+                                              "mask_net.prelu.weight (3,) (expected (1,)))")
+    bin_.unlink()
+    write_standalone(folder, model, parts=True)
+    torch.save([2], folder / "decoder.ckpt")
+    assert error(load_checkpoint, folder) == f"{folder / 'decoder.ckpt'}: not a state dict (got list)"
+    (folder / "notes.txt").write_text("x")
+    assert error(load_checkpoint, folder / "notes.txt").startswith(f"{folder / 'notes.txt'}: not a known checkpoint")
