@@ -9,6 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from mossep import audio
 from mossep.errors import MossepError
@@ -290,3 +291,100 @@ def test_stream_output_failures_say_why(tmp_path, monkeypatch):
         with pytest.raises(MossepError) as e:
             sink.commit_stream(io.BytesIO(), 8000, "PCM_16", "in.wav")
         assert str(e.value) == f"{tempfile.gettempdir()}: cannot write there (read-only file system)"
+
+
+# ---------------------------------------------------------------- reading and resampling, by value
+
+def test_select_channel_messages_and_mono_blocks():
+    with pytest.raises(MossepError) as e:
+        audio.select_channel(np.zeros((4, 2), np.float32), 3)
+    assert str(e.value) == "input: has 2 channel(s); --channel 3 does not exist"
+    with pytest.raises(MossepError) as e:
+        audio.select_channel(np.zeros((4, 2), np.float32), 3, "a.wav")
+    assert str(e.value) == "a.wav: has 2 channel(s); --channel 3 does not exist"
+    x = np.arange(5, dtype=np.float64)  # a [t] block is one channel
+    for channel in (None, 1):
+        y = audio.select_channel(x, channel)
+        assert y.dtype == np.float32 and y.tolist() == x.tolist()
+
+
+def test_the_downmix_is_the_float64_mean_rounded_once(rng):
+    x = rng.standard_normal((1000, 3)).astype(np.float32) * np.float32(1e3)
+    y = audio.select_channel(x, None)
+    np.testing.assert_array_equal(y, x.astype(np.float64).mean(axis=1).astype(np.float32))
+    top = np.finfo(np.float32).max
+    assert audio.select_channel(np.full((1, 2), top, np.float32), None).tolist() == [top]  # no overflow to inf
+
+
+def _pcm32_stereo(path, rng, frames=3000):
+    x = rng.integers(-2**31, 2**31, size=(frames, 2), dtype=np.int64).astype(np.int32)
+    sf.write(path, x, 8000, subtype="PCM_32")
+    return path
+
+
+def test_file_blocks_are_the_array_path_bit_for_bit(rng, tmp_path):
+    """read_mono_blocks gives what select_channel gives for the file read whole as float32 (the array path),
+    also for 32-bit PCM, where a downmix of float64 samples would differ in the last bit; in blocks of the size
+    asked for (memory does not grow with the file)."""
+    path = _pcm32_stereo(tmp_path / "x.wav", rng)
+    whole = sf.read(path, dtype="float32", always_2d=True)[0]
+    inp = audio.open_input(path)
+    for channel in (None, 1, 2):
+        blocks = list(audio.read_mono_blocks(inp, channel, block_frames=700))
+        assert [len(b) for b in blocks] == [700] * 4 + [200]
+        assert all(b.dtype == np.float32 for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks), audio.select_channel(whole, channel))
+
+
+def test_a_missing_channel_is_refused_before_any_sample_is_read(tmp_path):
+    x = np.zeros(100, np.float32)
+    x[0] = np.nan  # the first block would fail its NaN check
+    path = tmp_path / "n.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")
+    with pytest.raises(MossepError) as e:
+        next(audio.read_mono_blocks(audio.open_input(path), 2))
+    assert str(e.value) == f"{path}: has 1 channel(s); --channel 2 does not exist"
+
+
+def test_a_file_that_breaks_while_read_quotes_libsndfile(rng, tmp_path):
+    x = (rng.standard_normal(40000) * 0.1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 8000, format="FLAC", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    start = len(data) // 3
+    data[start:start + 2000] = bytes((b * 7 + 13) & 255 for b in data[start:start + 2000])
+    path = tmp_path / "bad.flac"
+    path.write_bytes(bytes(data))
+    inp = audio.open_input(path)  # the header is fine
+    with pytest.raises(MossepError) as e:
+        list(audio.read_mono_blocks(inp, None, block_frames=1000))
+    assert str(e.value).startswith(f"{path}: cannot read audio (") and "lost sync" in str(e.value)
+
+
+@pytest.mark.parametrize("rates", [(16000, 8000), (8000, 22050), (8000, 8000)])
+def test_resampled_streams_are_exactly_the_expected_length(rng, rates):
+    """Cut to `expected` however the blocks fall (a quarter, just short) and padded with zeros past soxr's own
+    end; without `expected`, the length of soxr's one-shot resampling (equal rates: the input itself)."""
+    a, b = rates
+    x = rng.standard_normal(4000).astype(np.float32)
+    blocks = np.array_split(x, 5)
+    natural = np.concatenate(list(audio.resample_blocks(blocks, a, b)))
+    ref = x if a == b else soxr.resample(x, a, b, quality="HQ")
+    assert len(natural) == len(ref) == audio.resampled_length(len(x), a, b)
+    if a == b:
+        np.testing.assert_array_equal(natural, x)
+    for expected in (len(natural) // 4, len(natural) - 7, len(natural) + 5):
+        y = np.concatenate(list(audio.resample_blocks(blocks, a, b, expected=expected)))
+        m = min(expected, len(natural))
+        assert len(y) == expected and y.dtype == np.float32
+        np.testing.assert_array_equal(y[:m], natural[:m])
+        assert not y[m:].any()
+    # [t, 2] blocks, and blocks of float64: float32 [t, 2] out, the same lengths
+    rs = audio.StreamResampler(a, b, 2, expected=len(natural) + 5)
+    x2 = np.stack([x, -x], 1).astype(np.float64)
+    y2 = np.concatenate([rs.process(x2[:1500]), rs.process(x2[1500:]), rs.flush()])
+    assert y2.shape == (len(natural) + 5, 2) and y2.dtype == np.float32
+    np.testing.assert_array_equal(y2[:, 0], np.concatenate([natural, np.zeros(5, np.float32)]))
+    same = audio.StreamResampler(a, b, 2)
+    got = np.concatenate([same.process(x2), same.flush()])
+    assert got.shape == (len(natural), 2)
