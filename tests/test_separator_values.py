@@ -682,8 +682,8 @@ def test_file_output_details(tmp_path, monkeypatch):
         paths = sep.separate_file(path, tmp_path / "g", filename="{stem}{k}/out.wav", output_rate=44100)
     assert [p.parent.name for p in paths] == ["talk1", "talk2"] and spooled[0] == paths[0].parent
     assert [sf.info(p).frames for p in paths] == [44100, 44100]
-    t = talkers(16000, seconds=0.77).sum(0)
-    sf.write(path, t, 16000, subtype="FLOAT")
+    t = talkers(16000, seconds=0.8).sum(0)[:12345]  # 6172 samples at the model's 8 kHz: back at 44.1 kHz by
+    sf.write(path, t, 16000, subtype="FLOAT")             # themselves they would be 3 samples short
     paths = sep.separate_file(path, tmp_path / "h", output_rate=44100)
     assert [sf.info(p).frames for p in paths] == [round(len(t) * 44100 / 16000)] * 2
 
@@ -730,3 +730,19 @@ def test_raw_output_is_the_official_pipeline_at_the_model_rate():
     sep = Separator(loaded(net, "clearvoice"), device="cpu", raw=True)
     want = for_checkpoint("clearvoice", 8000)(lambda t: net(t).double(), x.astype(np.float32))
     np.testing.assert_allclose(sep.separate(x, 8000), want, atol=1e-6)
+
+
+def test_raw_outputs_are_not_peak_limited(tmp_path, monkeypatch):
+    import io
+
+    mix = 0.9 * np.sin(2 * np.pi * 100 * np.arange(8000) / 8000)
+    path = tmp_path / "c.wav"
+    sf.write(path, mix, 8000, subtype="FLOAT")
+    sep = Separator(loaded(BandSplit(), "standalone"), device="cpu", raw=True)
+    loud = 1.5 * np.sin(2 * np.pi * 37 * np.arange(8000) / 8000)
+    monkeypatch.setattr(sep, "_forward", lambda audios: np.stack([np.stack([a + loud, -loud]) for a in audios]))
+    out = io.BytesIO()
+    sep.separate_to_stream(path, out, subtype="FLOAT")
+    assert np.abs(sf.read(io.BytesIO(out.getvalue()))[0]).max() > 1.5
+    paths = sep.separate_file(path, tmp_path / "o", subtype="FLOAT")
+    assert max(np.abs(sf.read(p)[0]).max() for p in paths) > 1.5
