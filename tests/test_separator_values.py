@@ -746,3 +746,22 @@ def test_raw_outputs_are_not_peak_limited(tmp_path, monkeypatch):
     assert np.abs(sf.read(io.BytesIO(out.getvalue()))[0]).max() > 1.5
     paths = sep.separate_file(path, tmp_path / "o", subtype="FLOAT")
     assert max(np.abs(sf.read(p)[0]).max() for p in paths) > 1.5
+
+
+def test_file_input_length_limits_and_nan_outputs_name_the_file(tmp_path, monkeypatch):
+    sep = Separator(oracle_model(), device="cpu")
+    path = tmp_path / "short.wav"
+    sf.write(path, np.full(16, 0.1), 8000, subtype="FLOAT")  # exactly the model's minimum
+    assert [sf.info(p).frames for p in sep.separate_file(path, tmp_path / "o")] == [16, 16]
+    sf.write(path, np.full(15, 0.1), 8000, subtype="FLOAT")
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "p")
+    assert message(e) == (f"{path}: too short (15 samples at 8000 Hz; the model needs at least 16 samples at "
+                          "8000 Hz)")
+    sf.write(path, np.full(800, 0.1), 8000, subtype="FLOAT")
+    monkeypatch.setattr(sep, "_forward", lambda audios: np.full((len(audios), 2, audios.shape[1]), np.inf))
+    with pytest.raises(MossepError) as e:
+        sep.separate_file(path, tmp_path / "q")
+    assert message(e) == (f"{path}: the model's output is NaN or infinite (a broken checkpoint?); nothing was "
+                          "written")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
