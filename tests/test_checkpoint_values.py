@@ -624,3 +624,345 @@ def test_standalone_folder_errors_in_full(tmp_path):
     assert error(load_checkpoint, folder) == f"{folder / 'decoder.ckpt'}: not a state dict (got list)"
     (folder / "notes.txt").write_text("x")
     assert error(load_checkpoint, folder / "notes.txt").startswith(f"{folder / 'notes.txt'}: not a known checkpoint")
+
+
+# ---------------------------------------------------------------- load_checkpoint: names, rates, dispatch
+
+
+def _named(monkeypatch, path, name="some-model", rate=16000, note="fetched from x, revision y"):
+    from types import SimpleNamespace
+
+    import mossep.checkpoints as package
+
+    resolved = SimpleNamespace(entry=SimpleNamespace(name=name, sample_rate=rate), path=path, note=note)
+    monkeypatch.setattr(package, "resolve_name", lambda spec: resolved if str(spec) == name else None)
+
+
+def test_a_named_clearvoice_model_takes_its_rate_from_the_list(tmp_path, monkeypatch):
+    model = seeded(SMALL2)
+    torch.save(_official(model), tmp_path / "w.pt")  # the name says no rate
+    _named(monkeypatch, tmp_path / "w.pt")
+    loaded = load_checkpoint("some-model")
+    assert loaded.config.sample_rate == 16000 and torch.equal(output(loaded.model), output(model))
+    assert loaded.notes == ["sample rate from mossep's model list (some-model)",
+                            "ClearerVoice MossFormer2 checkpoint w.pt, bare state dict", "fetched from x, revision y"]
+    loaded = load_checkpoint("some-model", 8000)  # the caller's rate wins, and its note stays
+    assert loaded.config.sample_rate == 8000
+    assert loaded.notes == ["sample rate given by --model-rate",
+                            "ClearerVoice MossFormer2 checkpoint w.pt, bare state dict", "fetched from x, revision y"]
+
+
+def test_a_named_model_of_another_format_keeps_its_notes(tmp_path, monkeypatch):
+    model = seeded(ST_CFG)
+    folder = write_standalone(tmp_path / "st", model)
+    _named(monkeypatch, folder, rate=8000)  # a list's rate never overrides a format that stores one
+    loaded = load_checkpoint("some-model")
+    assert loaded.config.sample_rate == 16000
+    assert loaded.notes[0] == "sample rate 16000 Hz from config.json" and loaded.notes[-1] == "fetched from x, revision y"
+    _named(monkeypatch, None, name="default", rate=8000, note="the bundled model (name 'default')")
+    loaded = load_checkpoint("default")
+    assert loaded.path == default_model_path() and loaded.notes[-1] == "the bundled model (name 'default')"
+
+
+def test_load_checkpoint_rates_and_refusals_in_full(tmp_path):
+    model = seeded(SMALL2)
+    save_native(model, tmp_path / "m.safetensors")
+    assert load_checkpoint(tmp_path / "m.safetensors", 8000).config == SMALL2
+    assert error(load_checkpoint, tmp_path / "m.safetensors", 16000) == (
+        f"{tmp_path / 'm.safetensors'}: model runs at 8000 Hz; --model-rate 16000 contradicts it")
+    ms = write_modelscope(tmp_path / "ms", seeded(MS_CFG))
+    assert load_checkpoint(ms, 8000).config == MS_CFG
+    assert error(load_checkpoint, ms, 16000) == f"{ms}: the official MossFormer model runs at 8000 Hz"
+    ms2 = write_modelscope2(tmp_path / "ms2", seeded(MS2_CFG))
+    assert load_checkpoint(ms2, 8000).config == MS2_CFG
+    assert error(load_checkpoint, ms2, 16000) == f"{ms2}: the ModelScope MossFormer2 model runs at 8000 Hz"
+    assert error(load_checkpoint, tmp_path / "gone") == (f"{tmp_path / 'gone'}: model not found (neither a file nor a "
+                                                         "name that `mossep models` lists)")
+    (tmp_path / "empty").mkdir()
+    assert error(load_checkpoint, tmp_path / "empty") == (
+        f"{tmp_path / 'empty'}: directory is not a known model layout (expected configuration.json + encoder.bin, "
+        "decoder.bin, masknet.bin; configuration.json + pytorch_model.pt; config.json + pytorch_model.bin; or a "
+        "ClearerVoice checkpoint folder)")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert error(load_checkpoint, tmp_path / "m.onnx") == (f"{tmp_path / 'm.onnx'}: not a known checkpoint format "
+                                                           "(.safetensors from mossep, or a ClearerVoice .pt)")
+    for path in (tmp_path / "m.safetensors", ms, ms2):
+        loaded = load_checkpoint(path)
+        assert not loaded.model.training and loaded.path == path
+
+
+def test_a_modelscope2_folder_named_by_its_type_alone(tmp_path):
+    """configuration.json naming the MossFormer2 type makes a folder ModelScope MossFormer2 even without its
+    weights (so the missing file is named); a ModelScope MossFormer folder is not one."""
+    from mossep.checkpoints.modelscope import is_modelscope_dir
+    from mossep.checkpoints.modelscope2 import modelscope2_folder
+
+    folder = write_modelscope2(tmp_path / "ms2", seeded(MS2_CFG))
+    assert modelscope2_folder(folder) == folder and modelscope2_folder(folder / "pytorch_model.pt") == folder
+    (folder / "pytorch_model.pt").unlink()
+    assert modelscope2_folder(folder) == folder
+    assert error(load_checkpoint, folder) == f"{folder / 'pytorch_model.pt'}: checkpoint file is missing"
+    (folder / "configuration.json").write_text(json.dumps({"model": {"type": "speech_mossformer_separation_temporal_8k"}}))
+    assert modelscope2_folder(folder) is None and is_modelscope_dir(folder)
+    (folder / "configuration.json").write_text("[")
+    assert modelscope2_folder(folder) is None
+    (tmp_path / "pytorch_model.pt").write_bytes(b"x")
+    assert modelscope2_folder(tmp_path / "pytorch_model.pt") is None  # no configuration.json beside it
+    ms = write_modelscope(tmp_path / "ms", seeded(MS_CFG))
+    assert modelscope2_folder(ms) is None and modelscope2_folder(ms / "encoder.bin") is None
+    (ms / "last_checkpoint").write_text("encoder.bin")
+    assert not is_modelscope_dir(ms)  # a ClearerVoice folder that happens to hold one of these names
+
+
+# ---------------------------------------------------------------- convert and describe by value
+
+
+def test_convert_writes_metadata_and_reproduces_the_source(tmp_path):
+    from mossep import __version__
+    from mossep.checkpoints.convert import convert
+
+    model = seeded(ST_CFG)
+    folder = write_standalone(tmp_path / "st", model)
+    out = tmp_path / "c.safetensors"
+    result = convert(folder, out)
+    loaded = load_checkpoint(out)
+    assert loaded.config == ST_CFG and torch.equal(output(loaded.model), output(model))
+    notes = ["sample rate 16000 Hz from config.json",
+             "MossFormer2 standalone 'mossformer2-x' from pytorch_model.bin; masks applied to the encoder output"]
+    expected_meta = {"source_config": json.loads((folder / "config.json").read_text()), "source_format": "standalone",
+                     "source_path": "st", "sample_rate": 16000, "sample_rate_source": "from config.json",
+                     "num_spks": 3, "mask_encoder": True, "source_notes": notes, "converted_by": f"mossep {__version__}"}
+    assert loaded.metadata == expected_meta
+    n = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < n  # the rotary frequencies are fixed
+    assert result == {"path": str(out), "format": "mossep", "format_name": "mossep (.safetensors)",
+                      "architecture": "mossformer2", "sample_rate": 16000,
+                      "sample_rate_source": "stored in the checkpoint (at conversion: from config.json)", "num_spks": 3,
+                      "config": ST_CFG.to_dict(), "parameters": {"total": n, "trainable": trainable, "buffers": sum(
+                          b.numel() for b in model.buffers())}, "metadata": expected_meta, "notes": [],
+                      "verified_max_rel_error": 0.0}
+    assert error(convert, folder, tmp_path / "c.pt") == f"{tmp_path / 'c.pt'}: output must be a .safetensors file"
+
+
+@pytest.mark.parametrize("diff, ok", [(0.0, True), (1e-5, True), (1.1e-5, False), (float("nan"), False)])
+def test_convert_verification_threshold(tmp_path, monkeypatch, diff, ok):
+    from mossep.checkpoints import convert as convert_module
+
+    save_native(seeded(SMALL2), tmp_path / "a.safetensors")
+    monkeypatch.setattr(convert_module, "output_difference", lambda a, b: diff)
+    out = tmp_path / "b.safetensors"
+    if ok:
+        assert convert_module.convert(tmp_path / "a.safetensors", out)["verified_max_rel_error"] == diff
+    else:
+        assert error(convert_module.convert, tmp_path / "a.safetensors", out) == (
+            f"{out}: converted model differs from {tmp_path / 'a.safetensors'} (max error {diff:.3g} of the output "
+            "RMS); nothing written")
+        assert not out.exists()
+
+
+def test_output_difference_is_max_abs_over_rms():
+    from mossep.checkpoints.convert import output_difference
+
+    a, b = seeded(SMALL2, 1), seeded(SMALL2, 2)
+    assert output_difference(a, a) == 0.0
+    gen = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(1, 8000, generator=gen)  # one second at 8 kHz
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    expected = float((ya - yb).abs().max() / ya.pow(2).mean().sqrt())
+    assert output_difference(a, b) == pytest.approx(expected, rel=1e-6)
+    gen = torch.Generator().manual_seed(3)
+    x = 0.1 * torch.randn(1, 4000, generator=gen)
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert output_difference(a, b, seconds=0.5, seed=3) == pytest.approx(
+        float((ya - yb).abs().max() / ya.pow(2).mean().sqrt()), rel=1e-6)
+    silent = seeded(SMALL2, 1)
+    with torch.no_grad():
+        for p in silent.decoder.parameters():
+            p.zero_()
+    assert output_difference(silent, a) > 1e6  # an all-zero output divides by the 1e-12 floor, not by zero
+
+
+def test_sample_rate_origin_and_counts(tmp_path):
+    from mossep.checkpoints import LoadedModel
+    from mossep.checkpoints.convert import describe, parameter_counts, sample_rate_origin
+
+    model = seeded(SMALL2)
+    origin = {s: sample_rate_origin(LoadedModel(model, s, tmp_path, {}, ["sample rate inferred from x"]))
+              for s in ("clearvoice", "modelscope", "modelscope2", "standalone", "mossep")}
+    assert origin == {"clearvoice": "inferred from x",
+                      "modelscope": "fixed: the official ModelScope MossFormer is an 8000 Hz model",
+                      "modelscope2": "fixed: the official ModelScope MossFormer2 pipeline accepts only 8000 Hz",
+                      "standalone": "from config.json", "mossep": "stored in the checkpoint"}
+    for p in model.decoder.parameters():
+        p.requires_grad_(False)
+    total = sum(p.numel() for p in model.parameters())
+    frozen = sum(p.numel() for p in model.decoder.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    assert frozen > 0 and buffers > 0
+    fixed = sum(p.numel() for p in model.parameters() if not p.requires_grad) - frozen  # the rotary frequencies
+    assert fixed > 0
+    assert parameter_counts(model) == {"total": total, "trainable": total - frozen - fixed, "buffers": buffers}
+    d = describe(LoadedModel(model, "other", tmp_path, {"m": 1}, ["n"]))
+    assert (d["format"], d["format_name"], d["metadata"], d["notes"]) == ("other", "other", {"m": 1}, ["n"])
+
+
+# ---------------------------------------------------------------- common: state checks, archives, JSON files
+
+
+def _expected() -> dict:
+    return {"a.w": torch.zeros(2, 3), "b.w": torch.zeros(4), "c.w": torch.zeros(1), "d.w": torch.zeros(5)}
+
+
+def test_check_state_lists_every_kind_of_difference_in_one_line():
+    state = {"a.w": torch.ones(3, 2), "b.w": torch.ones(4, 1), "x": torch.ones(1), "y": torch.ones(1)}
+    assert error(common.check_state, _expected(), state, "f") == (
+        "f: checkpoint does not match the model: 2 missing keys (first: c.w); 2 unexpected keys (first: x); 2 wrong "
+        "shapes (first: a.w (3, 2) (expected (2, 3)))")
+    assert error(common.check_state, _expected(), {**_expected(), "z": torch.ones(1)}, "f") == (
+        "f: checkpoint does not match the model: 1 unexpected keys (first: z)")
+    for bad in ([1], {"a.w": 1}, {3: torch.ones(1)}):
+        assert error(common.check_state, _expected(), bad, "f") == "f: not a state dict of tensors"
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, torch.float8_e4m3fn, torch.uint8])
+def test_check_state_refuses_non_float_weights_in_full(dtype):
+    state = {**_expected(), "b.w": torch.zeros(4, dtype=dtype)}
+    name = str(dtype).removeprefix("torch.")
+    assert error(common.check_state, _expected(), state, "dir/f.pt") == (
+        f"dir/f.pt: tensor b.w is {name}, expected float32 (quantized or integer weights are not supported; float16, "
+        "bfloat16 and float64 are converted to float32)")
+
+
+def test_check_state_notes_per_float_type_in_order():
+    state = {"a.w": torch.zeros(2, 3, dtype=torch.float64), "b.w": torch.zeros(4, dtype=torch.bfloat16),
+             "c.w": torch.zeros(1, dtype=torch.float64), "d.w": torch.zeros(5)}
+    assert common.check_state(_expected(), state, "dir/f.pt") == [
+        "2 of 4 tensors in f.pt are stored as float64, rounded to float32",
+        "1 of 4 tensors in f.pt are stored as bfloat16, converted to float32 exactly"]
+    assert all(isinstance(n, common.ConversionNote) for n in common.check_state(_expected(), state, "f"))
+    assert common.check_state(_expected(), _expected(), "f") == []
+    half = {**_expected(), "d.w": torch.zeros(5, dtype=torch.float16)}
+    assert common.check_state(_expected(), half, "f") == ["1 of 4 tensors in f are stored as float16, converted to "
+                                                          "float32 exactly"]
+    expected64 = {**_expected(), "b.w": torch.zeros(4, dtype=torch.float64)}  # only float32 weights take others
+    assert error(common.check_state, expected64, _expected(), "f").startswith("f: tensor b.w is float32, expected float64")
+
+
+@pytest.mark.parametrize("value, dtype", [(float("nan"), torch.float32), (float("inf"), torch.float16),
+                                          (-float("inf"), torch.bfloat16), (1e300, torch.float64),
+                                          (float("nan"), torch.float64)])
+def test_check_state_refuses_values_not_finite_in_float32(value, dtype):
+    state = {**_expected(), "c.w": torch.full((1,), value, dtype=dtype)}
+    assert error(common.check_state, _expected(), state, "f") == "f: tensor c.w holds NaN or infinite values"
+    big = {**_expected(), "c.w": torch.full((1,), 3e38, dtype=torch.float64)}  # within float32
+    assert common.check_state(_expected(), big, "f") == ["1 of 4 tensors in f are stored as float64, rounded to float32"]
+
+
+def test_meta_state_is_the_models_state_without_memory():
+    state = common.meta_state(SMALL2)
+    real = build_model(SMALL2).state_dict()
+    assert [(k, v.shape, v.dtype) for k, v in state.items()] == [(k, v.shape, v.dtype) for k, v in real.items()]
+    assert all(v.is_meta for k, v in state.items() if k.endswith(".weight"))  # position tables are computed
+
+
+def test_shapes_only_skips_initialisers_on_meta_tensors_only():
+    with common._ShapesOnly():
+        t = torch.nn.init.normal_(torch.empty(3, device="meta"))
+        assert t.is_meta
+        r = torch.nn.init.constant_(torch.empty(3), 2.0)
+        assert torch.equal(r, torch.full((3,), 2.0))
+    with torch.device("meta"), common._ShapesOnly():
+        a = torch.arange(4)
+    assert a.device.type == "cpu" and torch.equal(a, torch.arange(4))
+
+
+def test_build_checked_loads_converted_values(tmp_path):
+    model = seeded(SMALL2)
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    built, notes = common.build_checked(SMALL2, state, "x/w.pt")
+    assert torch.equal(output(built), output(model))
+    assert notes == [f"{len(state)} of {len(state)} tensors in w.pt are stored as float64, rounded to float32"]
+    assert all(p.dtype == torch.float32 for p in built.parameters())
+
+
+def test_torch_archives_in_full(tmp_path):
+    p = tmp_path / "w.pt"
+    assert error(common.torch_load_tensors, p) == f"{p}: checkpoint file is missing"
+    p.write_bytes(b"PK\x03\x04" + bytes(100))
+    assert error(common.torch_load_tensors, p) == f"{p}: cannot read checkpoint (truncated or corrupt: no zip directory)"
+    p.write_bytes(b"\x80\x02" + bytes(100))
+    assert error(common.torch_load_tensors, p) == (
+        f"{p}: cannot read checkpoint (refused: not a PyTorch zip archive, which torch.save has written since torch "
+        "1.6; the legacy format is not read)")
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}), compress_type=zipfile.ZIP_STORED)
+        z.writestr("archive/big", bytes(1000), compress_type=zipfile.ZIP_DEFLATED)
+    assert error(common.torch_load_tensors, p) == (f"{p}: cannot read checkpoint (record archive/big is compressed; "
+                                                   "torch.save never compresses, so the file was altered)")
+    torch.save({"w": torch.arange(3.0)}, p)
+    assert torch.equal(common.torch_load_tensors(p)["w"], torch.arange(3.0))
+    raw = bytearray(p.read_bytes())
+    record = next(r for r in zipfile.ZipFile(p).infolist() if r.filename.endswith("data/0"))
+    # the central directory's size field of that record (offset 24 in its entry) claims far more than the file holds
+    entries = [i for i in range(len(raw)) if raw[i:i + 4] == b"PK\x01\x02"]
+    entry = next(i for i in entries if raw[i + 46:i + 46 + len(record.filename)] == record.filename.encode())
+    raw[entry + 24:entry + 28] = (10 ** 9).to_bytes(4, "little")
+    (tmp_path / "claims.pt").write_bytes(bytes(raw))
+    assert error(common.torch_load_tensors, tmp_path / "claims.pt") == (
+        f"{tmp_path / 'claims.pt'}: cannot read checkpoint (its records claim more bytes than the file holds)")
+
+
+def test_read_json_object_in_full(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(" " * (common.MAX_JSON_BYTES - 2) + "{}")
+    assert common.read_json_object(p) == {}
+    p.write_text(" " * (common.MAX_JSON_BYTES - 1) + "{}")
+    assert error(common.read_json_object, p) == (f"{p}: too large for a configuration file "
+                                                 f"({common.MAX_JSON_BYTES + 1} bytes)")
+    p.write_text("[1]")
+    assert error(common.read_json_object, p) == f"{p}: expected a JSON object, got a JSON list"
+    p.write_text('{"a": ')
+    assert error(common.read_json_object, p) == f"{p}: not valid JSON (Expecting value: line 1 column 7 (char 6))"
+    p.write_bytes(b'{"a": "\xff"}')
+    assert error(common.read_json_object, p).startswith(f"{p}: not valid JSON ('utf-8' codec can't decode byte 0xff")
+    p.write_text("[" * 100000 + "]" * 100000)
+    assert error(common.read_json_object, p) == f"{p}: not valid JSON (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"
+    assert error(common.read_json_object, tmp_path) == f"{tmp_path}: cannot read (Is a directory)"
+    assert error(common.read_json_object, tmp_path / "none.json") == f"{tmp_path / 'none.json'}: cannot read (No such file or directory)"
+
+
+def test_save_native_header_and_tensors(tmp_path):
+    from safetensors import safe_open
+
+    model = seeded(SMALL2).double()
+    save_native(model, tmp_path / "m.safetensors")
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta, stored = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    full = model.state_dict()
+    groups: dict = {}
+    for k, v in full.items():  # tensors sharing one storage (the rotary tables) are stored once
+        groups.setdefault((v.data_ptr(), v.shape, v.stride()), []).append(k)
+    aliases = {k: ks[0] for ks in groups.values() for k in ks[1:]}
+    assert aliases and set(stored) == {ks[0] for ks in groups.values()}
+    assert meta == {"format": "mossep", "format_version": "1", "config": json.dumps(SMALL2.to_dict()),
+                    "aliases": json.dumps(aliases), "metadata": "{}"}
+    assert all(v.dtype == torch.float32 and torch.equal(v, full[k].float()) for k, v in stored.items())
+    assert torch.equal(output(load_native(tmp_path / "m.safetensors")[0]), output(model.float()))
+
+
+def test_unique_state_keeps_empty_tensors_apart():
+    from mossep.checkpoints.native import _unique_state
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(torch.zeros(0)), torch.nn.Parameter(torch.zeros(0))
+            self.c = torch.nn.Parameter(torch.ones(2, 3).t())  # not contiguous
+            self.d = self.c
+
+    state, aliases = _unique_state(Two())
+    assert list(state) == ["a", "b", "c"] and aliases == {"d": "c"}
+    assert state["c"].is_contiguous() and torch.equal(state["c"], torch.ones(3, 2))
