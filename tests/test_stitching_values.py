@@ -263,3 +263,25 @@ def test_the_overlap_match_counts_every_sample_of_the_stitched_output_alike():
     ola = OverlapAdd(2, overlap, fit_level=False)
     ola.add(0, first, first.sum(0), first=True, last=False)
     assert ola.add(L - overlap, second, second.sum(0), first=False, last=True) == (1, 0)
+
+
+def test_a_chunk_that_does_not_overlap_keeps_the_previous_order():
+    """An empty overlap cannot decide (is_quiet): a chunk that starts where the stitched output ends keeps the
+    order the previous chunk was given, here a swap decided over the overlap before it, not the model's."""
+    t = np.arange(800)
+    src = np.stack([np.sin(t * 0.3), np.cos(t * 0.11)])
+    ola = OverlapAdd(2, 100, fit_level=False)
+    assert ola.add(0, src[:, :300], src.sum(0)[:300], first=True, last=False) == (0, 1)
+    assert ola.add(200, src[::-1, 200:500], src.sum(0)[200:500], first=False, last=False) == (1, 0)
+    assert ola.add(500, src[::-1, 500:], src.sum(0)[500:], first=False, last=True) == (1, 0)
+    np.testing.assert_allclose(ola.pop(800), src, atol=1e-6)
+
+
+def test_a_gap_between_chunks_comes_out_as_silence():
+    """Samples no chunk covers (window sum 0) are popped as zeros, not divided by zero."""
+    ola = OverlapAdd(1, 0, fit_level=False)
+    ola.add(0, np.full((1, 10), 2.0), np.ones(10), first=True, last=False)
+    ola.add(20, np.full((1, 10), 3.0), np.ones(10), first=False, last=True)
+    out = ola.pop(30)[0]
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out, np.r_[np.full(10, 2.0), np.zeros(10), np.full(10, 3.0)].astype(np.float32))
