@@ -388,3 +388,57 @@ def test_resampled_streams_are_exactly_the_expected_length(rng, rates):
     same = audio.StreamResampler(a, b, 2)
     got = np.concatenate([same.process(x2), same.flush()])
     assert got.shape == (len(natural), 2)
+
+
+class _Stdin:
+    """sys.stdin as the CLI sees it: text, with the bytes in `.buffer`."""
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+
+class _Reader:
+    """A minimal byte stream: read() and nothing else (no `closed`)."""
+
+    def __init__(self, data: bytes):
+        self.data = io.BytesIO(data)
+
+    def read(self, n=-1):
+        return self.data.read(n)
+
+
+def _wav_bytes(rng) -> tuple[np.ndarray, bytes]:
+    x = (rng.standard_normal(300) * 0.1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 8000, format="WAV", subtype="FLOAT")
+    return x, buf.getvalue()
+
+
+def test_dash_reads_the_process_standard_input(rng, monkeypatch):
+    x, data = _wav_bytes(rng)
+    monkeypatch.setattr("sys.stdin", _Stdin(io.BytesIO(data)))
+    inp = audio.open_input("-")
+    np.testing.assert_array_equal(np.concatenate(list(audio.read_mono_blocks(inp, None))), x)
+    inp = audio.open_input("-", stdin=_Reader(data))  # any object with read() will do
+    assert (inp.name, inp.frames, inp.sample_rate) == ("<stdin>", 300, 8000)
+
+
+def test_closed_or_missing_standard_input_is_one_message(monkeypatch):
+    closed = io.BytesIO(b"RIFF")
+    closed.close()
+    for stdin in (_Stdin(closed), None):  # closed; no standard input at all (sys.stdin is None)
+        monkeypatch.setattr("sys.stdin", stdin)
+        with pytest.raises(MossepError) as e:
+            audio.open_input("-")
+        assert str(e.value) == "<stdin>: standard input is closed"
+    with pytest.raises(MossepError) as e:
+        audio.open_input("-", stdin=closed)
+    assert str(e.value) == "<stdin>: standard input is closed"
+
+
+def test_not_audio_quotes_libsndfile(tmp_path):
+    bad = tmp_path / "text.wav"
+    bad.write_text("not audio at all\n" * 10)
+    with pytest.raises(MossepError) as e:
+        audio.open_input(bad)
+    assert str(e.value) == f"{bad}: not a readable audio file (Format not recognised.)"
