@@ -765,3 +765,31 @@ def test_file_input_length_limits_and_nan_outputs_name_the_file(tmp_path, monkey
     assert message(e) == (f"{path}: the model's output is NaN or infinite (a broken checkpoint?); nothing was "
                           "written")
     assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
+
+
+class LevelProbe(BandSplit):
+    """Records the RMS level (dBFS) of what the network is given; `num_spks` outputs (the band split, then silence)."""
+
+    def __init__(self, num_spks: int):
+        super().__init__()
+        self.config.num_spks = num_spks
+        self.seen: list[float] = []
+
+    def forward(self, x):
+        self.seen.append(float(10 * torch.log10(x.double().pow(2).mean())))
+        y = super().forward(x)
+        return torch.cat([y, torch.zeros_like(y[:, :1]).repeat(1, self.config.num_spks - 2, 1)], dim=1)
+
+
+@pytest.mark.parametrize("num_spks", [2, 3])
+def test_the_network_hears_the_training_level_of_its_talker_count(num_spks):
+    """Each chunk reaches the network at the level of a training mixture of that many talkers (mossep.level):
+    -25 dBFS per talker, about -20.2 dBFS for three; the estimates come back at the input's level."""
+    from mossep.level import training_level_dbfs
+
+    net = LevelProbe(num_spks)
+    x = 0.01 * talkers(8000, seconds=1.0).sum(0)
+    est = Separator(loaded(net), device="cpu", solo=False, remove_hum=False).separate(x, 8000)
+    assert net.seen == pytest.approx([training_level_dbfs(num_spks)], abs=0.01)
+    assert est.shape == (num_spks, 8000)
+    np.testing.assert_allclose(est.sum(0), x - x.mean(), atol=1e-5)
