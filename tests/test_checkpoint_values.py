@@ -966,3 +966,14 @@ def test_unique_state_keeps_empty_tensors_apart():
     state, aliases = _unique_state(Two())
     assert list(state) == ["a", "b", "c"] and aliases == {"d": "c"}
     assert state["c"].is_contiguous() and torch.equal(state["c"], torch.ones(3, 2))
+
+
+def test_clearvoice_rate_from_the_weights_name_in_a_folder_and_any_positive_rate(tmp_path):
+    model = seeded(SMALL2)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save(_official(model), folder / "ss_16k.pt")
+    (folder / "last_best_checkpoint").write_text("ss_16k.pt")
+    loaded = load_checkpoint(folder)
+    assert loaded.config.sample_rate == 16000 and loaded.notes[0] == "sample rate inferred from the name 'ss_16k.pt'"
+    assert load_checkpoint(folder / "ss_16k.pt", sample_rate=1).config.sample_rate == 1
