@@ -11,7 +11,10 @@ LibriSpeech test-other and VCTK speakers, seed 20231; never the devset):
 - turn-taking: 8 s mixtures of two validation speakers where talker A speaks in [0, 5) s and B in [3, 8) s (2 s
   of overlap), and "pause": A in [0, 3.5) s, B in [4.5, 8) s (a second of silence, no overlap); scored by
   SI-SNRi and by the residue: the energy, where only one talker speaks, in the output that is not that
-  talker's, relative to the talker's own output there (dB).
+  talker's, relative to the talker's own output there (dB);
+- a short turn: the same 8 s mixtures where A speaks in [0, 3.5) s and again from 0.2 s after B's word, and B
+  says one word in A's pause: its loudest 0.6 s (odd items 0.9 s) from 3.7 s on; scored the same way (a second
+  talker's "yes" must stay on its own output).
 
     python benchmarks/bench_solo.py --count 256 --threads 2
 """
@@ -60,6 +63,21 @@ def turns(mix_src: tuple[np.ndarray, np.ndarray], rate: int, a_end: float, b_sta
     return s.sum(0), s
 
 
+def short_turn(mix_src: tuple[np.ndarray, np.ndarray], rate: int, index: int, start: float = 3.7) -> tuple:
+    """(mixture, sources): talker A with a pause in which talker B says one word (its loudest 0.6 s, 0.9 s for odd
+    items, from `start` s); A stops 0.2 s before the word and resumes 0.2 s after it (10 ms fades)."""
+    _, src = mix_src
+    t = np.arange(src.shape[1]) / rate
+    n = int((0.6, 0.9)[index % 2] * rate)
+    energy = np.convolve(src[1].astype(np.float64) ** 2, np.ones(n), "valid")
+    k, s0 = int(np.argmax(energy)), int(start * rate)
+    word = np.zeros_like(src[1])
+    word[s0:s0 + n] = src[1][k:k + n] * np.clip(np.minimum(np.arange(n), n - 1 - np.arange(n)) / (0.01 * rate), 0, 1)
+    ga = np.clip((start - 0.2 - t) / 0.01, 0, 1) + np.clip((t - start - n / rate - 0.2) / 0.01, 0, 1)
+    s = np.stack([src[0] * ga, word]).astype(np.float32)
+    return s.sum(0), s
+
+
 def other_output_db(est: np.ndarray) -> float:
     """How far the quietest output lies below the loudest (dB, <= 0)."""
     e = np.sum(np.square(est, dtype=np.float64), axis=1)
@@ -104,7 +122,7 @@ def main() -> None:
     alone = [src[0] for _, src in mixtures]
     noisy = [(s + noise_like(s, i, a.snr, rate)).astype(np.float32) for i, s in enumerate(alone)]
     print(f"model {a.model or 'default'}; {len(mixtures)} two-talker mixtures of {a.seconds:g} s and their first "
-          f"talkers alone (clean, and with real noise at {a.snr:g} dB SNR); {len(long)} x 2 turn-taking mixtures of "
+          f"talkers alone (clean, and with real noise at {a.snr:g} dB SNR); {len(long)} x 3 turn-taking mixtures of "
           "8 s; validation speakers")
     rows = {}
     for on, sep in seps.items():
@@ -116,8 +134,10 @@ def main() -> None:
             r[name] = [other_output_db(o) for o in outs]
             r[name + "_snr"] = [float(si_snr(torch.from_numpy(o.astype(np.float64)), torch.from_numpy(
                 s[None].astype(np.float64))).max()) for o, s in zip(outs, alone)]
-        for name, (a_end, b_start) in (("overlap", (5.0, 3.0)), ("pause", (3.5, 4.5))):
-            items = [turns(ms, rate, a_end, b_start) for ms in long]
+        for name, make in (("overlap", lambda ms, i: turns(ms, rate, 5.0, 3.0)),
+                           ("pause", lambda ms, i: turns(ms, rate, 3.5, 4.5)),
+                           ("short", lambda ms, i: short_turn(ms, rate, i))):
+            items = [make(ms, i) for i, ms in enumerate(long)]
             outs = [sep.separate(m, rate) for m, _ in items]
             r[name] = [si_snr_improvement(o, s, m)["si_snri"] for o, (m, s) in zip(outs, items)]
             r[name + "_res"] = [turn_residue_db(o, s) for o, (_, s) in zip(outs, items)]
@@ -127,10 +147,12 @@ def main() -> None:
     for key, what, label in (("alone", "other output below the talker's (dB)", "one talker"),
                              ("noisy", "other output below the talker's (dB)", f"one talker + noise {a.snr:g} dB"),
                              ("overlap_res", "residue where one talks (dB)", "turns, 2 s overlap"),
-                             ("pause_res", "residue where one talks (dB)", "turns, 1 s pause")):
+                             ("pause_res", "residue where one talks (dB)", "turns, 1 s pause"),
+                             ("short_res", "residue where one talks (dB)", "a 0.6-0.9 s word in a pause")):
         off, on = np.array(rows[False][key]), np.array(rows[True][key])
         print(f"| {label} | {what} | {stats(off)} | {stats(on)} | {on.max():.1f} | {np.mean(on <= -30):.0%} |")
     for key, label in (("two", "two talkers"), ("overlap", "turns, 2 s overlap"), ("pause", "turns, 1 s pause"),
+                       ("short", "a 0.6-0.9 s word in a pause"),
                        ("alone_snr", "one talker (SI-SNR of its output)"),
                        ("noisy_snr", "one talker + noise (SI-SNR against the clean talker)")):
         off, on = np.array(rows[False][key]), np.array(rows[True][key])

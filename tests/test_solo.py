@@ -62,6 +62,18 @@ def test_a_voice_split_between_outputs_goes_to_one_and_the_other_is_silent():
     assert level_db(out[1]) > level_db(out[0]) - 10
 
 
+def test_a_word_in_the_other_talkers_pause_stays_on_its_own_output():
+    """A second talker's short word (too short to ask the model about) said in a pause of the first is a voice of
+    its own: it stays on its output, and each output loses the other's residue."""
+    t = np.arange(3 * SR) / SR
+    a = voice(130, 3.0, 700, 0) * ((t < 1.5) | (t >= 2.5))  # talker A pauses 1.5-2.5 s
+    b = voice(230, 3.0, 1700, 4) * ((t >= 1.7) & (t < 2.3))  # talker B says a 0.6 s word in that pause
+    src = np.stack([a, b])
+    est = src + 0.05 * src[::-1]  # each output with a little of the other
+    out = solo.reassign(est, src.sum(0), SR)
+    assert level_db(out[1] - b) < level_db(b) - 20 and level_db(out[0] - a) < level_db(a) - 20
+
+
 def test_two_voices_at_once_are_left_alone():
     a, b = voice(110, 3.0, 600, 1), voice(210, 3.0, 1500, 2)
     est = np.stack([a, b])
