@@ -793,3 +793,14 @@ def test_the_network_hears_the_training_level_of_its_talker_count(num_spks):
     assert net.seen == pytest.approx([training_level_dbfs(num_spks)], abs=0.01)
     assert est.shape == (num_spks, 8000)
     np.testing.assert_allclose(est.sum(0), x - x.mean(), atol=1e-5)
+
+
+def test_separate_at_another_rate_keeps_the_length_and_reports_progress_to_the_end():
+    """12345 samples at 16 kHz are 6172 at the model's 8 kHz (soxr alone would give 6173) and 12345 again on the
+    way back (soxr alone: 12344): both resamplers are held to the exact lengths."""
+    x = talkers(16000, seconds=0.8).sum(0)[:12345]
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0.25, overlap_seconds=0.05)
+    calls = []
+    est = sep.separate(x, 16000, progress=lambda done, total: calls.append((done, total)))
+    assert est.shape == (2, 12345) and est.dtype == np.float32
+    assert calls[-1] == (6172 / 8000, 6172 / 8000)
