@@ -977,3 +977,12 @@ def test_clearvoice_rate_from_the_weights_name_in_a_folder_and_any_positive_rate
     loaded = load_checkpoint(folder)
     assert loaded.config.sample_rate == 16000 and loaded.notes[0] == "sample rate inferred from the name 'ss_16k.pt'"
     assert load_checkpoint(folder / "ss_16k.pt", sample_rate=1).config.sample_rate == 1
+
+
+def test_a_pointer_naming_a_file_longer_than_the_file_system_allows_is_one_line(tmp_path):
+    """pathlib's is_file raises OSError (File name too long) instead of returning False: found by mutation testing
+    (the 4096-byte read of the pointer file)."""
+    folder = tmp_path / "run_8k"
+    folder.mkdir()
+    (folder / "last_checkpoint").write_text("a" * 5000 + "\nb.pt")
+    assert error(load_checkpoint, folder) == f"{folder / 'last_checkpoint'}: names {'a' * 80}, which is not in {folder}"

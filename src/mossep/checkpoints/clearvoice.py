@@ -53,8 +53,12 @@ def resolve_weights(path: Path) -> tuple[Path, str | None]:
             if not lines or not lines[0].strip():
                 raise MossepError(f"{path / pointer}: pointer file is empty (expected the weights file name)")
             weights = path / Path(lines[0].strip()).name
-            if not weights.is_file():
-                raise MossepError(f"{path / pointer}: names {weights.name}, which is not in {path}")
+            try:
+                found = weights.is_file()
+            except OSError:  # e.g. a name longer than the file system allows (pathlib raises for that)
+                found = False
+            if not found:
+                raise MossepError(f"{path / pointer}: names {weights.name[:80]}, which is not in {path}")
             return weights, pointer
     raise MossepError(f"{path}: no {' or '.join(POINTER_FILES)} pointer file in this folder")
 
