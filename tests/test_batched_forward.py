@@ -23,7 +23,10 @@ def mixture() -> np.ndarray:
                          ids=["plain", "two-passes-wiener"])
 @pytest.mark.parametrize("which", ["tiny", "oracle"])
 def test_batch_size_does_not_change_the_output(tiny_model_path, mixture, batch_size, settings, which):
-    kw = dict(device="cpu", chunk_seconds=1.0, overlap_seconds=0.25, **settings)
+    # the tiny model with mossep.solo off: where solo finds one voice (the random network separates nothing) the
+    # output is the mixture itself, whichever chunk the estimates went to (the oracle keeps the default)
+    kw = dict(device="cpu", chunk_seconds=1.0, overlap_seconds=0.25, solo=False if which == "tiny" else None,
+              **settings)
     model = tiny_model_path if which == "tiny" else oracle_model()
     one = Separator(model, batch_size=1, **kw)
     many = Separator(model, batch_size=batch_size, **kw)
