@@ -486,6 +486,9 @@ def test_clearvoice_notes_in_full(tmp_path):
     loaded = load_checkpoint(tmp_path / "m.pt", sample_rate=8000)
     assert loaded.notes == ["sample rate given by --model-rate", "ClearerVoice MossFormer2 checkpoint m.pt, training "
                             "container (step 5.5); optimizer state ignored"]
+    torch.save({"model": _official(model), "optimizer": {}}, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt", sample_rate=8000)
+    assert loaded.notes[1] == "ClearerVoice MossFormer2 checkpoint c.pt, training container; optimizer state ignored"
     torch.save(_official(model), tmp_path / "ss_8k.bin")
     loaded = load_checkpoint(tmp_path / "ss_8k.bin", sample_rate=8000)
     assert loaded.notes == ["sample rate given by --model-rate", "ClearerVoice MossFormer2 checkpoint ss_8k.bin, bare "
@@ -532,6 +535,9 @@ def test_clearvoice_errors_in_full(tmp_path):
     (folder / "last_best_checkpoint").write_text("  \n")
     assert error(load_checkpoint, folder) == (f"{folder / 'last_best_checkpoint'}: pointer file is empty (expected the "
                                               "weights file name)")
+    (folder / "last_best_checkpoint").write_bytes(b"w\xff.pt\n")  # not UTF-8: shown with a replacement character
+    assert error(load_checkpoint, folder) == (f"{folder / 'last_best_checkpoint'}: names w\ufffd.pt, which is not in "
+                                              f"{folder}")
     (folder / "last_best_checkpoint").write_text("../plain/w.pt")
     assert error(load_checkpoint, folder) == f"{folder / 'last_best_checkpoint'}: names w.pt, which is not in {folder}"
     assert resolve_weights(tmp_path / "plain" / "w.pt") == (tmp_path / "plain" / "w.pt", None)
