@@ -274,3 +274,26 @@ def test_track_option_heals_a_swap_inside_a_chunk(tmp_path, tiny_model_path, mon
     tail = slice(plan[4][0] + 8000, None)
     assert np.abs(outs["--track"][:, tail] - src[:, tail]).max() < 1e-3
     assert np.abs(outs["--no-track"][:, tail] - src[::-1, tail]).max() < 1e-3
+
+
+@pytest.mark.parametrize("args, settings", [
+    (["--chunk-seconds", "1", "--overlap-seconds", "0.5"], dict(chunk_seconds=1.0, overlap_seconds=0.5)),
+    (["--passes", "2", "--wiener"], dict(passes=2, wiener=True)),
+    (["--fast"], dict(fast=True)),
+], ids=["chunking", "passes-wiener", "fast"])
+def test_evaluate_options_reach_its_separation(tmp_path, tiny_model_path, args, settings):
+    """`mossep evaluate --model` scores what the API separates with the same settings (per item, by value), and
+    the options change the scores: an option evaluate dropped would score the default separation."""
+    import json
+
+    from mossep.evaluate import evaluate_dataset
+
+    devset = Path(__file__).parent / "fixtures" / "libri2mix"
+    js = tmp_path / "r.json"
+    assert cli(["evaluate", devset, "--model", tiny_model_path, "--device", "cpu", "--limit", "1", "--json", js,
+                "--quiet", *args]) == 0
+    got = json.loads(js.read_text())["items"][0]
+    want = evaluate_dataset(devset, separator=Separator(tiny_model_path, device="cpu", **settings), limit=1).items[0]
+    default = evaluate_dataset(devset, separator=Separator(tiny_model_path, device="cpu"), limit=1).items[0]
+    assert got["si_snr"] == pytest.approx(want.si_snr, abs=1e-4)
+    assert abs(want.si_snr - default.si_snr) > 1e-3, f"{args} changes nothing"
