@@ -3,7 +3,8 @@ the CLI's files equal, sample for sample, what the Python API gives with the mat
 (for the options that should change the sound) differ from the output without the option. An option the CLI
 dropped or mis-wired fails here even though it is still accepted.
 
---sample-rate and --stdout are checked by value in test_file_paths.py.
+--sample-rate and --stdout are checked by value in test_file_paths.py, --backend in test_onnx_export.py, --json
+in test_solo.py, --ray in test_cluster.py (slow); `mossep evaluate`'s separation options here, on its scores.
 """
 from __future__ import annotations
 
