@@ -5,6 +5,7 @@
     python benchmarks/bench_separate.py speed --model weights/default.safetensors --minutes 1 10 60 --threads 2
     python benchmarks/bench_separate.py speed --preset paper-l --minutes 1 --threads 2
     python benchmarks/bench_separate.py speed --preset tiny --minutes 1 --fast      # fast mode only
+    python benchmarks/bench_separate.py speed --preset paper-l:mossformer2 --minutes 1 --modes fast onnx
 
     # SI-SNRi of chunked separation (several chunk/overlap settings) against whole-clip separation
     python benchmarks/bench_separate.py sweep --model weights/default.safetensors \
@@ -60,7 +61,8 @@ def child(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     sep = Separator(args.model, device=args.device, chunk_seconds=args.chunk_seconds,
-                    overlap_seconds=args.overlap_seconds, threads=args.threads, fast=args.fast)
+                    overlap_seconds=args.overlap_seconds, threads=args.threads, fast=args.fast,
+                    backend=args.backend)
     t1, c1 = time.perf_counter(), time.process_time()
     rss_load = rss_mb()
     sep.separate_file(args.input, args.out, overwrite=True, note=lambda m: print(m, file=sys.stderr))
@@ -76,9 +78,11 @@ def make_model(preset_name: str, directory: Path) -> Path:
     from mossep.checkpoints import save_native
     from mossep.models import build_model, preset
 
+    name, *arch = preset_name.split(":")  # SIZE or SIZE:ARCH (e.g. paper-l:mossformer2)
     torch.manual_seed(0)
-    path = directory / f"{preset_name}.safetensors"
-    save_native(build_model(preset(preset_name)), path, {"note": "random weights (benchmark)"})
+    path = directory / f"{preset_name.replace(':', '_')}.safetensors"
+    save_native(build_model(preset(name, **({"arch": arch[0]} if arch else {}))), path,
+                {"note": "random weights (benchmark)"})
     return path
 
 
@@ -105,6 +109,8 @@ def speed(args: argparse.Namespace) -> None:
                        str(tmp / "out"), "--threads", str(args.threads), "--device", args.device]
                 if mode == "fast":
                     cmd.append("--fast")
+                if mode == "onnx":
+                    cmd += ["--backend", "onnx"]
                 if args.chunk_seconds is not None:
                     cmd += ["--chunk-seconds", str(args.chunk_seconds)]
                 if args.overlap_seconds is not None:
@@ -168,7 +174,8 @@ def main() -> None:
     s.add_argument("--overlap-seconds", type=float, default=None)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"])
+    s.add_argument("--modes", nargs="+", choices=["exact", "fast", "onnx"], default=["exact", "fast"],
+                   help="onnx: exact network in onnxruntime (--backend onnx; the first use exports into the cache)")
     s.add_argument("--fast", action="store_true", help="fast mode only (= --modes fast)")
     w = sub.add_parser("sweep", help="SI-SNRi of chunk/overlap settings on dev clips")
     w.add_argument("--model", required=True)
@@ -189,6 +196,7 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--device", default="cpu")
     c.add_argument("--fast", action="store_true")
+    c.add_argument("--backend", default="torch")
     args = p.parse_args()
     {"speed": speed, "sweep": sweep, "_child": child}[args.cmd](args)
 
