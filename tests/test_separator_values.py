@@ -804,3 +804,23 @@ def test_separate_at_another_rate_keeps_the_length_and_reports_progress_to_the_e
     est = sep.separate(x, 16000, progress=lambda done, total: calls.append((done, total)))
     assert est.shape == (2, 12345) and est.dtype == np.float32
     assert calls[-1] == (6172 / 8000, 6172 / 8000)
+
+
+class Switch(BandSplit):
+    """Moves its input from output 1 to output 2 halfway through whatever it is given (one voice, two outputs)."""
+
+    def forward(self, x):
+        half = (torch.arange(x.shape[-1]) >= x.shape[-1] // 2).to(x.dtype)
+        return torch.stack([x * (1 - half), x * half], dim=1)
+
+
+def test_solo_asks_the_network_whether_two_outputs_hold_one_voice():
+    """One talker that the network moves between its outputs mid-way: solo plays a snippet of each output's part
+    to the network at once; as it cannot pull them apart, they are one voice, and it all goes to one output
+    (without the network's answer, each output would keep its half)."""
+    t = np.arange(4 * 8000) / 8000
+    voice = sum(0.1 / k * np.sin(2 * np.pi * k * (140 * t + 10 * t ** 2)) for k in range(1, 8))
+    voice = (voice * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    est = Separator(loaded(Switch()), device="cpu", chunk_seconds=0, solo=True, remove_hum=False).separate(voice, 8000)
+    share = np.mean(est ** 2, axis=1) / np.mean((voice - voice.mean()) ** 2)
+    assert max(share) > 0.99 and min(share) < 1e-3
