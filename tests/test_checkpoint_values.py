@@ -992,3 +992,15 @@ def test_a_pointer_naming_a_file_longer_than_the_file_system_allows_is_one_line(
     folder.mkdir()
     (folder / "last_checkpoint").write_text("a" * 5000 + "\nb.pt")
     assert error(load_checkpoint, folder) == f"{folder / 'last_checkpoint'}: names {'a' * 80}, which is not in {folder}"
+
+
+def test_convert_keeps_an_existing_file_unless_told(tmp_path):
+    from mossep.checkpoints.convert import convert
+
+    save_native(seeded(SMALL2), tmp_path / "a.safetensors")
+    out = tmp_path / "b.safetensors"
+    out.write_bytes(b"keep")
+    assert "--overwrite" in error(convert, tmp_path / "a.safetensors", out)
+    assert out.read_bytes() == b"keep"
+    convert(tmp_path / "a.safetensors", out, overwrite=True)
+    assert load_checkpoint(out).config == SMALL2
