@@ -17,6 +17,7 @@ LibriSpeech test-other and VCTK speakers, seed 20231; never the devset):
   talker's "yes" must stay on its own output).
 
     python benchmarks/bench_solo.py --count 256 --threads 2
+    python benchmarks/bench_solo.py --count 64 --turns 8 --seed 779   # fresh mixtures (not those tuned on)
 """
 from __future__ import annotations
 
@@ -112,18 +113,22 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--snr", type=float, default=20.0, help="SNR of the light noise added to single talkers")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=20231, help="seed of the mixtures (default: the training recipe's "
+                   "fixed validation set; another seed draws fresh mixtures of the same speakers)")
     a = p.parse_args()
 
     loaded = load_checkpoint(a.model)
     seps = {on: Separator(loaded, device="cpu", threads=a.threads, solo=on) for on in (False, True)}
     rate = seps[True].sample_rate
-    mixtures = dm.validation_mixtures(a.sets, rate, a.count, a.seconds)
-    long = dm.validation_mixtures(a.sets, rate, a.turns or max(a.count // 4, 1), 8.0)
+    speakers = dm.load_speaker_folders([Path(r) for r in a.sets], rate, 2)
+    mixtures = dm.fixed_validation_set(speakers, dm.MixSpec(int(a.seconds * rate), 2), a.count, rate, a.seed)
+    long = dm.fixed_validation_set(speakers, dm.MixSpec(int(8.0 * rate), 2), a.turns or max(a.count // 4, 1), rate,
+                                   a.seed)
     alone = [src[0] for _, src in mixtures]
     noisy = [(s + noise_like(s, i, a.snr, rate)).astype(np.float32) for i, s in enumerate(alone)]
     print(f"model {a.model or 'default'}; {len(mixtures)} two-talker mixtures of {a.seconds:g} s and their first "
           f"talkers alone (clean, and with real noise at {a.snr:g} dB SNR); {len(long)} x 3 turn-taking mixtures of "
-          "8 s; validation speakers")
+          f"8 s; validation speakers, seed {a.seed}")
     rows = {}
     for on, sep in seps.items():
         t0 = time.time()
