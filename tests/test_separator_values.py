@@ -824,3 +824,13 @@ def test_solo_asks_the_network_whether_two_outputs_hold_one_voice():
     est = Separator(loaded(Switch()), device="cpu", chunk_seconds=0, solo=True, remove_hum=False).separate(voice, 8000)
     share = np.mean(est ** 2, axis=1) / np.mean((voice - voice.mean()) ** 2)
     assert max(share) > 0.99 and min(share) < 1e-3
+
+
+def test_stream_blocks_are_read_as_float32():
+    """Blocks of any float type are taken at float32 precision, like audio read from a file: a float64 stream
+    gives exactly the output of its float32 copy."""
+    x = talkers(8000, seconds=2.0).sum(0).astype(np.float64) + 1e-4 * np.random.default_rng(5).standard_normal(16000)
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=1.0, overlap_seconds=0.25)
+    got = np.concatenate(list(sep.separate_stream(np.array_split(x, 3))), axis=1)
+    want = np.concatenate(list(sep.separate_stream(np.array_split(x.astype(np.float32), 3))), axis=1)
+    np.testing.assert_array_equal(got, want)
