@@ -1004,3 +1004,27 @@ def test_convert_keeps_an_existing_file_unless_told(tmp_path):
     assert out.read_bytes() == b"keep"
     convert(tmp_path / "a.safetensors", out, overwrite=True)
     assert load_checkpoint(out).config == SMALL2
+
+
+def test_layout_detection_edges(tmp_path):
+    from mossep.checkpoints.modelscope import is_modelscope_dir
+    from mossep.checkpoints.modelscope2 import modelscope2_folder
+
+    ms = write_modelscope(tmp_path / "ms", seeded(MS_CFG))
+    (ms / "last_best_checkpoint").write_text("encoder.bin")
+    assert not is_modelscope_dir(ms)  # a ClearerVoice folder (either pointer) holding one of these names
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "pytorch_model.pt").write_bytes(b"x")
+    assert modelscope2_folder(bare) is None  # weights without configuration.json
+    assert error(load_checkpoint, bare).startswith(f"{bare}: directory is not a known model layout")
+
+
+def test_standalone_tensors_missing_in_full(tmp_path):
+    model = seeded(ST_CFG)
+    folder = write_standalone(tmp_path / "st", model)
+    state = standalone_state_dict(model)
+    del state["masknet.conv1d_out.weight"]
+    torch.save(state, folder / "pytorch_model.bin")
+    assert error(load_checkpoint, folder) == (f"{folder / 'pytorch_model.bin'}: not a MossFormer2 checkpoint (no "
+                                              "tensor 'mask_net.conv1d_out.weight')")
