@@ -834,3 +834,33 @@ def test_stream_blocks_are_read_as_float32():
     got = np.concatenate(list(sep.separate_stream(np.array_split(x, 3))), axis=1)
     want = np.concatenate(list(sep.separate_stream(np.array_split(x.astype(np.float32), 3))), axis=1)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("extra", [1, 2001])  # the final chunk starts 1 sample in, or 1 sample after a hop
+def test_stream_stitches_like_chunking_stitch(monkeypatch, extra):
+    """separate_stream is the streaming form of mossep.chunking.stitch: same chunks, same first/last flags (no fade
+    where the recording begins or ends), same output, also where the final chunk overlaps its predecessor almost
+    whole. The network's answer differs from chunk to chunk, so every weight shows."""
+    from mossep.chunking import plan_chunks, stitch
+
+    sep = Separator(oracle_model(), device="cpu", chunk_seconds=0.5, overlap_seconds=0.25, solo=False)
+    n = sep.chunk + extra
+    x = talkers(8000, seconds=1.0).sum(0)[:n]
+    answers = []
+
+    def forward(audios):
+        out = []
+        for a in audios:
+            low, high = band_split(a)
+            c = 0.1 * len(answers)
+            answers.append(np.stack([low + c * high, (1 - c) * high]))
+            out.append(answers[-1])
+        return np.stack(out)
+
+    monkeypatch.setattr(sep, "_forward", forward)
+    monkeypatch.setattr(sep, "_clean", lambda a: np.asarray(a, np.float32))  # the chunks as they are
+    got = np.concatenate(list(sep.separate_stream(np.array_split(x, 5))), axis=1)
+    plan = plan_chunks(n, sep.chunk, sep.overlap)
+    assert len(answers) == len(plan) >= 2 and plan[-1][0] == extra
+    want, _ = stitch(answers, plan, x.astype(np.float32).astype(np.float64), sep.overlap)
+    np.testing.assert_allclose(got, want, atol=1e-6)
