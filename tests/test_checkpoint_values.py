@@ -1028,3 +1028,23 @@ def test_standalone_tensors_missing_in_full(tmp_path):
     torch.save(state, folder / "pytorch_model.bin")
     assert error(load_checkpoint, folder) == (f"{folder / 'pytorch_model.bin'}: not a MossFormer2 checkpoint (no "
                                               "tensor 'mask_net.conv1d_out.weight')")
+
+
+def test_native_header_defaults_and_unreadable_tensors(tmp_path):
+    path = _tiny_native(tmp_path / "m.safetensors", metadata=None)
+    loaded = load_checkpoint(path)
+    assert loaded.metadata == {} and loaded.config == SMALL2  # no metadata entry: none
+    path = _tiny_native(tmp_path / "a.safetensors", aliases=None)
+    assert error(load_checkpoint, path).startswith(f"{path}: checkpoint does not match the model: ")  # no aliases: none
+    header = {"__metadata__": {"format": "mossep", "config": "{}"},
+              "a": {"dtype": "F6_E2M3", "shape": [4], "data_offsets": [0, 3]}}
+    path = _forge(tmp_path / "f6.safetensors", header, bytes(3))
+    assert error(load_native, path) == f"{path}: cannot read tensors (Dtype not understood: F6_E2M3)"
+
+
+def test_clearvoice_decoder_bias_is_read_from_the_tensors(tmp_path):
+    cfg = ModelConfig(**{**SMALL2.to_dict(), "decoder_bias": True})
+    model = seeded(cfg)
+    torch.save(_official(model), tmp_path / "ss_8k.pt")
+    loaded = load_checkpoint(tmp_path / "ss_8k.pt")
+    assert loaded.config == cfg and torch.equal(output(loaded.model), output(model))
