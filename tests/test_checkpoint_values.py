@@ -1048,3 +1048,57 @@ def test_clearvoice_decoder_bias_is_read_from_the_tensors(tmp_path):
     torch.save(_official(model), tmp_path / "ss_8k.pt")
     loaded = load_checkpoint(tmp_path / "ss_8k.pt")
     assert loaded.config == cfg and torch.equal(output(loaded.model), output(model))
+
+
+def _rewrite_zip(src: Path, dst: Path, change) -> Path:
+    """`src` (a torch.save zip) with each record's bytes passed through change(name, data), stored uncompressed."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as new:
+        for r in old.infolist():
+            new.writestr(r.filename, change(r.filename, old.read(r)))
+    return dst
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path):
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "cpu.pt")
+    tag = b"X\x03\x00\x00\x00cpu"  # the storage's device in the pickle, as a GPU run writes "cuda:0"
+    path = _rewrite_zip(tmp_path / "cpu.pt", tmp_path / "gpu.pt", lambda name, data: data.replace(
+        tag, b"X\x06\x00\x00\x00cuda:0") if name.endswith("data.pkl") else data)
+    assert b"cuda:0" in zipfile.ZipFile(path).read(next(n for n in zipfile.ZipFile(path).namelist()
+                                                        if n.endswith("data.pkl")))
+    state = common.torch_load_tensors(path)
+    assert state["w"].device.type == "cpu" and torch.equal(state["w"], torch.arange(3.0))
+
+
+def test_an_environment_variable_cannot_make_torch_unpickle_code(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns weights_only off only where a caller leaves it unset."""
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    torch.save({"w": RunsCode()}, tmp_path / "evil.pt")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    assert error(common.torch_load_tensors, tmp_path / "evil.pt").startswith(
+        f"{tmp_path / 'evil.pt'}: cannot read checkpoint (refused: it asks to run Python code (")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_zip_directories_damaged_or_claiming_the_whole_file(tmp_path):
+    torch.save({"w": torch.arange(1000.0)}, tmp_path / "ok.pt")
+    raw = bytearray((tmp_path / "ok.pt").read_bytes())
+    cd = raw.find(b"PK\x01\x02")
+    bad = bytearray(raw)
+    bad[cd:cd + 4] = b"XXXX"  # the end record still points at it: is_zipfile says yes, ZipFile cannot read it
+    (tmp_path / "bad.pt").write_bytes(bytes(bad))
+    assert error(common.torch_load_tensors, tmp_path / "bad.pt") == (
+        f"{tmp_path / 'bad.pt'}: cannot read checkpoint (truncated or corrupt: Bad magic number for central directory)")
+    records = zipfile.ZipFile(tmp_path / "ok.pt").infolist()
+    big = max(records, key=lambda r: r.file_size)
+    entries = [i for i in range(len(raw)) if raw[i:i + 4] == b"PK\x01\x02"]
+    entry = next(i for i in entries if raw[i + 46:i + 46 + len(big.filename)] == big.filename.encode())
+    claim = len(raw) - (sum(r.file_size for r in records) - big.file_size)  # the records claim exactly the file
+    raw[entry + 24:entry + 28] = claim.to_bytes(4, "little")
+    (tmp_path / "exact.pt").write_bytes(bytes(raw))
+    msg = error(common.torch_load_tensors, tmp_path / "exact.pt")
+    assert msg.startswith(f"{tmp_path / 'exact.pt'}: cannot read checkpoint (") and "claim more bytes" not in msg
