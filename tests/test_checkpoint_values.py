@@ -1018,6 +1018,10 @@ def test_layout_detection_edges(tmp_path):
     (bare / "pytorch_model.pt").write_bytes(b"x")
     assert modelscope2_folder(bare) is None  # weights without configuration.json
     assert error(load_checkpoint, bare).startswith(f"{bare}: directory is not a known model layout")
+    only_config = tmp_path / "only_config"
+    only_config.mkdir()
+    (only_config / "config.json").write_text("{}")  # a standalone folder needs a weights file too
+    assert error(load_checkpoint, only_config).startswith(f"{only_config}: directory is not a known model layout")
 
 
 def test_standalone_tensors_missing_in_full(tmp_path):
