@@ -1106,3 +1106,18 @@ def test_zip_directories_damaged_or_claiming_the_whole_file(tmp_path):
     (tmp_path / "exact.pt").write_bytes(bytes(raw))
     msg = error(common.torch_load_tensors, tmp_path / "exact.pt")
     assert msg.startswith(f"{tmp_path / 'exact.pt'}: cannot read checkpoint (") and "claim more bytes" not in msg
+
+
+def test_shapes_only_skips_torch_nn_init_before_its_body_runs(monkeypatch):
+    """torch.nn.init passes the tensor by keyword to the mode; skipping there keeps torch's slow reference
+    implementations (and their imports of torch._dynamo and sympy) out of every load."""
+    ran = []
+    real = torch.nn.init._no_grad_normal_
+    monkeypatch.setattr(torch.nn.init, "_no_grad_normal_", lambda *a, **k: ran.append(1) or real(*a, **k))
+    with torch.device("meta"), common._ShapesOnly():
+        t = torch.nn.init.normal_(torch.empty(3))
+        torch.nn.init.xavier_uniform_(torch.empty(2, 3))
+    assert t.is_meta and ran == []
+    with common._ShapesOnly():
+        torch.nn.init.normal_(torch.empty(3))  # a real tensor gets its values
+    assert ran == [1]
