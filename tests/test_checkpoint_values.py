@@ -1121,3 +1121,9 @@ def test_shapes_only_skips_torch_nn_init_before_its_body_runs(monkeypatch):
     with common._ShapesOnly():
         torch.nn.init.normal_(torch.empty(3))  # a real tensor gets its values
     assert ran == [1]
+
+
+def test_large_finite_weights_are_accepted():
+    """The finiteness check sums in float64: float32 values near the top of their range are not an overflow."""
+    state = {**_expected(), "d.w": torch.full((5,), 3e38)}
+    assert common.check_state(_expected(), state, "f") == []
