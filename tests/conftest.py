@@ -1,6 +1,7 @@
 """Shared fixtures: small models built on the fly, so tests need no trained weights."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,13 @@ import torch
 
 from mossep.checkpoints import save_native
 from mossep.models import build_model, preset
+
+
+def pytest_configure(config):
+    # A test run started in the background (`pytest &`, nohup) inherits SIGINT ignored, and so would every mossep
+    # it starts, which then rightly leaves Ctrl-C alone; the signal tests are of a foreground run.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
