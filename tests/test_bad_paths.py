@@ -149,3 +149,15 @@ def test_resuming_a_run_that_is_not_there_creates_nothing(tmp_path, capsys, spea
     code, _, err = run(_train_args(speakers, out, "--resume"), capsys)
     one_line_error(code, err, "last.pt", "no training state")
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("command", ["separate", "info", "evaluate"])
+def test_an_input_name_too_long_for_the_file_system_is_one_line(tmp_path, capsys, model, command):
+    """A 300-character input name made os.stat raise 'File name too long' through a traceback (found for
+    `info` and `separate` by the checkpoint mutation run): one line with the shortened name, exit 1, nothing made."""
+    name = tmp_path / ("n" * 300 + ".wav")
+    args = {"separate": ["separate", name, "-o", tmp_path / "out", *model], "info": ["info", name],
+            "evaluate": ["evaluate", name, *model]}[command]
+    code, _, err = run(args, capsys)
+    one_line_error(code, err, "name too long", "...nnnn", "n.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

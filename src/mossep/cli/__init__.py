@@ -60,6 +60,15 @@ def with_optional_values(argv: list[str]) -> list[str]:
     return out
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: the path (long ones shortened in the middle) and the system's reason."""
+    name = str(e.filename) if e.filename is not None else ""
+    if len(name) > 100:
+        name = name[:60] + "..." + name[-30:]
+    why = e.strerror or type(e).__name__
+    return f"{name}: {why.lower()}" if name else why.lower()
+
+
 def main(argv: list[str] | None = None) -> None:
     old = _install_handlers()
     try:
@@ -67,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="mossep")  # typer handles usage errors itself (exit 2)
     except MossepError as e:
         print(f"mossep: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # a refusal of the file system that no check of ours met first (e.g. a name too long)
+        print(f"mossep: error: {os_error_line(e)}", file=sys.stderr)
         sys.exit(1)
     except (KeyboardInterrupt, Stopped) as e:
         signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
