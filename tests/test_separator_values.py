@@ -864,3 +864,20 @@ def test_stream_stitches_like_chunking_stitch(monkeypatch, extra):
     assert len(answers) == len(plan) >= 2 and plan[-1][0] == extra
     want, _ = stitch(answers, plan, x.astype(np.float32).astype(np.float64), sep.overlap)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_the_input_goes_to_the_device_of_the_network(monkeypatch, raw):
+    """The chunks are moved to the Separator's device before the network runs (on a GPU, input left on the CPU
+    fails the forward). torch's 'meta' device stands in for a GPU: the stand-in records where its input is."""
+    sep = Separator(loaded(BandSplit(), "standalone" if raw else "mossep"), device="cpu", raw=raw)
+    seen = []
+
+    def run_model(x):
+        seen.append(x.device)
+        return np.zeros((x.shape[0], 2, x.shape[-1]))
+
+    monkeypatch.setattr(sep, "device", torch.device("meta"))
+    monkeypatch.setattr(sep, "_run_model", run_model)
+    sep._forward(talkers(8000, seconds=0.2).sum(0, keepdims=True).astype(np.float32))
+    assert seen and all(d == torch.device("meta") for d in seen)
