@@ -57,7 +57,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from mossep.memory import reuse_freed_memory
     from mossep.separator import Separator
+
+    if not args.plain_malloc:  # as the `mossep` program does
+        reuse_freed_memory()
 
     t0 = time.perf_counter()
     sep = Separator(args.model, device=args.device, chunk_seconds=args.chunk_seconds,
@@ -111,6 +115,8 @@ def speed(args: argparse.Namespace) -> None:
                     cmd.append("--fast")
                 if mode == "onnx":
                     cmd += ["--backend", "onnx"]
+                if args.plain_malloc:
+                    cmd.append("--plain-malloc")
                 if args.chunk_seconds is not None:
                     cmd += ["--chunk-seconds", str(args.chunk_seconds)]
                 if args.overlap_seconds is not None:
@@ -177,6 +183,8 @@ def main() -> None:
     s.add_argument("--modes", nargs="+", choices=["exact", "fast", "onnx"], default=["exact", "fast"],
                    help="onnx: exact network in onnxruntime (--backend onnx; the first use exports into the cache)")
     s.add_argument("--fast", action="store_true", help="fast mode only (= --modes fast)")
+    s.add_argument("--plain-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (the `mossep` program calls mossep.memory.reuse_freed_memory)")
     w = sub.add_parser("sweep", help="SI-SNRi of chunk/overlap settings on dev clips")
     w.add_argument("--model", required=True)
     w.add_argument("--devset", default="/work/shared/devset/libri2mix")
@@ -197,6 +205,7 @@ def main() -> None:
     c.add_argument("--device", default="cpu")
     c.add_argument("--fast", action="store_true")
     c.add_argument("--backend", default="torch")
+    c.add_argument("--plain-malloc", action="store_true")
     args = p.parse_args()
     {"speed": speed, "sweep": sweep, "_child": child}[args.cmd](args)
 

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from ..errors import MossepError
+from ..memory import reuse_freed_memory
 from .app import app
 
 from . import separate, models, pretrained, evaluate, train, export  # noqa: E402,F401  (register commands)
@@ -70,6 +71,8 @@ def os_error_line(e: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # the `mossep` program: the process is ours (a caller's main([...]) keeps its allocator)
+        reuse_freed_memory()
     old = _install_handlers()
     try:
         argv = with_optional_values(list(sys.argv[1:] if argv is None else argv))
