@@ -10,6 +10,7 @@ import signal
 import sys
 
 from ..errors import MossepError
+from ..fsutil import os_error_text
 from ..memory import reuse_freed_memory
 from .app import app
 
@@ -66,8 +67,8 @@ def os_error_line(e: OSError) -> str:
     name = str(e.filename) if e.filename is not None else ""
     if len(name) > 100:
         name = name[:60] + "..." + name[-30:]
-    why = e.strerror or type(e).__name__
-    return f"{name}: {why.lower()}" if name else why.lower()
+    why = (os_error_text(e) or type(e).__name__).lower()
+    return f"{name}: {why}" if name else why
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,7 @@ from typing import Optional, Sequence
 import soundfile as sf
 import typer
 
-from ..fsutil import check_new_file
-from ..fsutil import atomic_path
+from ..fsutil import atomic_path, check_new_file
 from ..solo import SpeechMeter, SpeechReport
 
 JSON = typer.Option(None, "--json", help="Also write a JSON report: for every input its outputs and which of them "
