@@ -67,9 +67,8 @@ def build(size: str, mode: str):
 
     from mossep.models import build_model, preset
 
-    name, *arch = size.split(":")  # SIZE or SIZE:ARCH (e.g. paper-l:mossformer2)
     torch.manual_seed(0)
-    model = build_model(preset(name, **({"arch": arch[0]} if arch else {}))).eval()
+    model = build_model(preset(size)).eval()  # SIZE or SIZE:ARCH (e.g. paper-l:mossformer2)
     if mode == "fast":
         from mossep.fast import make_fast
 
@@ -135,9 +134,8 @@ def fidelity(models: list[str], mixtures: list[str], threads: int, max_seconds: 
     print(f"{'model':40} {'fast':5} {'items':>5} {'min dB':>7} {'median dB':>9}")
     for name in models:
         if name.startswith("random:"):
-            size, *arch = name.split(":")[1:]
             torch.manual_seed(0)
-            model = build_model(preset(size, **({"arch": arch[0]} if arch else {}))).eval()
+            model = build_model(preset(name.split(":", 1)[1])).eval()
         else:
             model = load_checkpoint(name).model
         fast = make_fast(model)

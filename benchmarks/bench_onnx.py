@@ -27,9 +27,8 @@ def load(spec: str):
     from mossep.models import build_model, preset
 
     if spec.startswith("random:"):
-        size, *arch = spec.split(":")[1:]
         torch.manual_seed(0)
-        model = build_model(preset(size, **({"arch": arch[0]} if arch else {}))).eval()
+        model = build_model(preset(spec.split(":", 1)[1])).eval()
         return LoadedModel(model, "mossep", Path(spec.replace(":", "_")), {})
     return load_checkpoint(None if spec == "default" else spec)
 

@@ -82,10 +82,9 @@ def make_model(preset_name: str, directory: Path) -> Path:
     from mossep.checkpoints import save_native
     from mossep.models import build_model, preset
 
-    name, *arch = preset_name.split(":")  # SIZE or SIZE:ARCH (e.g. paper-l:mossformer2)
     torch.manual_seed(0)
     path = directory / f"{preset_name.replace(':', '_')}.safetensors"
-    save_native(build_model(preset(name, **({"arch": arch[0]} if arch else {}))), path,
+    save_native(build_model(preset(preset_name)), path,  # SIZE or SIZE:ARCH (e.g. paper-l:mossformer2)
                 {"note": "random weights (benchmark)"})
     return path
 

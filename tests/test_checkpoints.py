@@ -290,3 +290,11 @@ def test_broken_native_files_are_one_line_errors(tmp_path, small2):
         with pytest.raises(MossepError) as e:
             load_native(path)
         assert_one_line_error(e, str(path), fragment)
+
+
+def test_preset_names_a_size_and_optionally_an_architecture():
+    assert preset("paper-l:mossformer2") == preset("paper-l", arch="mossformer2")
+    assert preset("paper-l:mossformer2").arch == "mossformer2" != preset("paper-l").arch
+    assert preset("tiny:mossformer2", arch="mossformer").arch == "mossformer"  # an explicit override wins
+    with pytest.raises(ValueError, match="unknown model size 'nope'"):
+        preset("nope:mossformer2")

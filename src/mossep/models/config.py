@@ -91,6 +91,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A size preset's config; NAME or NAME:ARCH (e.g. "paper-l:mossformer2": that size in another architecture)."""
+    name, _, arch = name.partition(":")
+    if arch:
+        overrides.setdefault("arch", arch)
     if name not in PRESETS:
         raise ValueError(f"unknown model size {name!r} (known: {', '.join(PRESETS)})")
     return ModelConfig(**{**PRESETS[name], **overrides})
