@@ -34,6 +34,7 @@ def _all(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         "synthetic": aug.synthetic_noise((B, T), RATE, g, x),
         "eq": aug.equalize(x, aug.random_eq((B, 1), RATE, g, x)),
         "turns": aug.turn_taking(x, g, 0.5),
+        "solo": aug.one_talker(x, g, 0.5),
     }
 
 
@@ -43,7 +44,8 @@ def test_every_augmentation_keeps_shape_dtype_device_and_is_seeded(device, dtype
     x = (0.1 * torch.randn(3, 2, 4000, generator=_gen(0))).to(device=device, dtype=dtype)
     a, b = _all(x, seed=7), _all(x, seed=7)
     expect = {"wet": (3, 2, 4000), "dry": (3, 2, 4000), "pink": (3, 4000), "hum": (3, 4000),
-              "synthetic": (3, 4000), "eq": (3, 2, 4000), "turns": (3, 2, 4000)}
+              "synthetic": (3, 4000), "eq": (3, 2, 4000), "turns": (3, 2, 4000),
+              "solo": (3, 2, 4000)}
     for name, y in a.items():
         assert y.shape == expect[name] and y.dtype == dtype and y.device.type == device, name
         assert torch.isfinite(y.float()).all(), name
@@ -126,6 +128,22 @@ def test_turn_taking_silences_part_of_one_talker_never_all():
     short[:, 0, RATE // 4:] = 0  # mostly silence already: a cut could leave nothing
     out = aug.turn_taking(short, _gen(2), 1.0)
     assert (out.pow(2).mean(-1) > 0).all()  # never a silent target
+
+
+@pytest.mark.parametrize("talkers", [2, 3])
+def test_one_talker_leaves_one_voice_untouched_and_silences_the_rest(talkers):
+    src = 0.1 * torch.randn(400, talkers, 800, generator=_gen(5)) + 0.2  # never exactly 0
+    out = aug.one_talker(src, _gen(6), 0.5)
+    alive = out.abs().amax(-1) > 0  # [B, C]
+    alone = alive.sum(1) == 1
+    assert 0.4 < alone.float().mean() < 0.6  # about half the mixtures, as asked
+    assert torch.equal(out[~alone], src[~alone])  # the others keep every talker, unchanged
+    kept = out[alone][alive[alone]]  # the one voice left, untouched
+    assert torch.equal(kept, src[alone][alive[alone]])
+    counts = alive[alone].float().sum(0)  # which talker is kept: any of them
+    assert (counts > 0.2 * alone.sum() / talkers).all()
+    assert torch.equal(aug.one_talker(src, _gen(6), 0.0), src)
+    assert (aug.one_talker(src, _gen(7), 1.0).abs().amax(-1).gt(0).sum(1) == 1).all()
 
 
 def test_augment_batch_keeps_what_the_mixture_holds_beyond_its_sources():

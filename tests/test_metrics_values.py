@@ -2,11 +2,14 @@
 numpy wrappers, and the SDR filter length reaching BSS-eval."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from mossep.metrics import best_permutation, pit_si_snr_loss, sdr, sdr_improvement, si_snr, si_snr_improvement
+from mossep.metrics import (best_permutation, pit_loss, pit_si_snr_loss, sdr, sdr_improvement, si_snr,
+                            si_snr_improvement, silence_loss)
 
 
 def test_batched_permutation_search_is_per_item(rng):
@@ -123,3 +126,39 @@ def test_sdr_of_a_singular_system_is_nan_and_a_constant_reference_is_scored(rng)
     constant[0] = 1.0  # a constant is not silence
     values, _ = sdr(est, constant)
     assert np.isfinite(values).all()
+
+
+def test_pit_loss_equals_pit_si_snr_loss_when_every_talker_speaks():
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(5, 3, 800, generator=g, dtype=torch.float64)
+    est = ref[:, [2, 0, 1]] + 0.3 * torch.randn(5, 3, 800, generator=g, dtype=torch.float64)
+    mix = ref.sum(1)
+    assert float(pit_loss(est, ref, mix)) == pytest.approx(float(pit_si_snr_loss(est, ref)), abs=1e-9)
+
+
+def test_pit_loss_teaches_silence_for_an_absent_talker():
+    g = torch.Generator().manual_seed(4)
+    talker = torch.randn(1, 800, generator=g, dtype=torch.float64)
+    ref = torch.stack([talker, torch.zeros_like(talker)], 1)  # [1, 2, T]: the second talker is absent
+    mix = talker
+    residue = 0.1 * torch.randn(1, 800, generator=g, dtype=torch.float64)
+    loss = {depth: float(pit_loss(torch.stack([talker + 0.01 * residue, depth * residue], 1), ref, mix))
+            for depth in (1.0, 0.1, 0.0)}
+    assert loss[1.0] > loss[0.1] > loss[0.0]  # quieter other output, lower loss
+    # either output order scores alike (permutation invariance with a silent reference)
+    swapped = torch.stack([0.1 * residue, talker + 0.01 * residue], 1)
+    assert float(pit_loss(swapped, ref, mix)) == pytest.approx(loss[0.1], abs=1e-9)
+    # the silent output's term: its level against the mixture in dB, floored at -40 dB
+    sil = silence_loss(0.1 * residue, mix)
+    ratio = float((0.1 * residue).pow(2).sum() / mix.pow(2).sum())
+    assert float(sil) == pytest.approx(10 * math.log10(ratio + 1e-4), abs=1e-9)
+    assert float(silence_loss(torch.zeros(800, dtype=torch.float64), mix[0])) == pytest.approx(-40.0, abs=1e-6)
+    assert float(silence_loss(torch.zeros(800, dtype=torch.float64), mix[0], depth_db=30.0)) == pytest.approx(-30.0, abs=1e-6)
+    # a talker 30 dB down is still a talker (scored by SI-SNR), one 50 dB down counts as silent
+    quiet_ref = torch.stack([talker, 10 ** (-30 / 20) * residue / residue.pow(2).mean().sqrt() * talker.pow(2).mean().sqrt()], 1)
+    est = torch.stack([talker, quiet_ref[:, 1]], 1)
+    assert float(pit_loss(est, quiet_ref, mix)) < -50  # two exact estimates: large SI-SNRs
+    faint = quiet_ref.clone()
+    faint[:, 1] *= 10 ** (-20 / 20)  # now 50 dB down
+    assert float(pit_loss(est, faint, mix)) == pytest.approx(
+        0.5 * (float(-si_snr(talker, talker)) + float(silence_loss(faint[:, 1] * 10, mix))), abs=1e-6)

@@ -148,15 +148,43 @@ def test_augmented_training_resumes_exactly_and_records_its_settings(tmp_path, s
                     "noise_kinds": {"ambient": 0.5, "babble": 0.3, "synthetic": 0.2}}
 
 
+def test_solo_mixtures_train_silence_and_report_its_depth(tmp_path, speaker_sets):
+    """With `solo`, some batches hold one talker and a silent target (mixture = that talker); the loss then
+    rewards a silent other output, and validation reports how far below the talker the other output lies."""
+    trainer = Trainer(_cfg(tmp_path, speaker_sets, solo=1.0, partial=0.0, steps=2, valid_every=2))
+    seen = []
+    real = trainer._loss_and_backward
+    trainer._loss_and_backward = lambda mix, src: (seen.append((mix, src)), real(mix, src))[1]
+    rows = []
+    trainer.progress = rows.append
+    trainer.fit()
+    for mix, src in seen:
+        speaking = src.abs().amax(-1) > 0
+        assert (speaking.sum(1) == 1).all()  # one talker per mixture, the other target silent
+        assert torch.allclose(mix, src.sum(1))
+    depth = rows[-1]["valid_solo_db"]
+    assert 0 < depth <= 60
+    assert trainer.solo_talkers.shape == (6, int(0.5 * SR))
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].endswith(",valid_solo_db") and log[-1].endswith(f",{depth}")
+    meta = trainer.metadata({"si_snri": 0.0, "si_snr": 0.0, "solo_db": depth})
+    assert meta["training"]["dynamic_mixing"]["solo"] == 1.0
+    assert meta["validation"]["solo_depth_db"] == round(depth, 2)
+    # without solo mixtures nothing of it is measured
+    plain = Trainer(_cfg(tmp_path / "p", speaker_sets, steps=2, valid_every=2))
+    assert plain.solo_talkers is None
+
+
 def test_config_file_and_cli_overrides(tmp_path, speaker_sets):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(f"size: tiny\nsteps: 3\nsegment_seconds: 0.5\nbatch_size: 2\nvalid_every: 3\nvalid_count: 2\n"
                    f"valid_seconds: 0.5\ntrain_dirs: [{speaker_sets[0]}]\nvalid_dirs: [{speaker_sets[1]}]\n")
     proc = subprocess.run([sys.executable, "-m", "mossep", "train", "-c", str(cfg), "--steps", "2",
-                           "--noise", "0.5", "-o", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True)
+                           "--noise", "0.5", "--solo", "0.25", "-o", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "steps: 2" in saved and "size: tiny" in saved and "noise: 0.5" in saved
+    assert "steps: 2" in saved and "size: tiny" in saved and "noise: 0.5" in saved and "solo: 0.25" in saved
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 2
 
@@ -219,6 +247,7 @@ def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
     ("rt60: [0.8, 0.2]\n", "rt60: expected two numbers"), ("snr_db: 10\n", "snr_db: expected two numbers"),
     ("valid_conditions: [windy]\n", "valid_conditions: expected some of"), ("mixing: gpu\n", "mixing: expected cpu"),
     ("schedule: linear\n", "schedule: expected plateau"), ("partial: 2\n", "partial: must be at most 1"),
+    ("solo: 1.5\n", "solo: must be at most 1"), ("solo: -0.5\n", "solo: must be at least 0"),
     ("noise_kinds: {wind: 1}\n", "noise_kinds: expected weights"), ("reverb: 0.5\nrooms: 0\n", "rooms: reverb needs rooms")])
 def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsys, text, words):
     """Bad values in a config file used to end in tracebacks (or, for a folder given as a string, in a walk

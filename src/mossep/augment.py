@@ -141,6 +141,17 @@ def turn_taking(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.
     return torch.where((which & alive)[:, None, None], masked, src)
 
 
+def one_talker(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
+    """Sources [B, C, T] where, in `share` of the mixtures, one talker (drawn at random) speaks alone: every
+    other source is silenced, so that its target is silence (scored by mossep.metrics.pit_loss)."""
+    B, C, _ = src.shape
+    d = src.device
+    which = torch.rand(B, device=d, generator=gen) < share
+    keep = torch.randint(0, C, (B,), device=d, generator=gen)
+    alone = (torch.arange(C, device=d) == keep[:, None]) | ~which[:, None]  # [B, C]: sources that stay
+    return src * alone[:, :, None].to(src.dtype)
+
+
 @dataclass
 class Clips:
     """Noise recordings (or babble) on a device, for random crops: every clip's samples back to back."""

@@ -46,6 +46,34 @@ def pit_si_snr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return -best.mean()
 
 
+SILENT_REF_DB = -40.0  # a reference this far below the mixture counts as silent (one talker alone)
+
+
+def silence_loss(est: torch.Tensor, mix: torch.Tensor, depth_db: float = 40.0) -> torch.Tensor:
+    """Loss of an estimate whose reference is silence: its level against the mixture's, in dB, floored at
+    -depth_db (10 log10(|est|^2 / |mix|^2 + 10^(-depth_db/10)), the soft threshold of Wisdom et al.'s MixIT
+    loss, made relative to the mixture so that it does not depend on the recording's level). [..., T] -> [...]."""
+    ratio = est.pow(2).sum(-1) / (mix.pow(2).sum(-1) + EPS)
+    return 10 * torch.log10(ratio + 10 ** (-depth_db / 10))
+
+
+def pit_loss(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, depth_db: float = 40.0) -> torch.Tensor:
+    """Permutation-invariant loss for mixtures where a talker may be absent, averaged over the batch.
+
+    est, ref: [B, C, T]; mix: [B, T]. An estimate matched to a speaking reference costs -SI-SNR; one matched to
+    a silent reference (SILENT_REF_DB below the mixture) costs `silence_loss`, so the model learns to output
+    silence when fewer talkers speak than it has outputs. With every reference speaking it equals
+    pit_si_snr_loss."""
+    pair = -pairwise_si_snr(est, ref)  # [B, Ce, Cr]
+    silent = ref.pow(2).sum(-1) < 10 ** (SILENT_REF_DB / 10) * mix.pow(2).sum(-1, keepdim=True)  # [B, Cr]
+    quiet = silence_loss(est, mix.unsqueeze(-2), depth_db)  # [B, Ce]
+    pair = torch.where(silent.unsqueeze(-2), quiet.unsqueeze(-1), pair)
+    C = ref.shape[-2]
+    perms = torch.tensor(list(itertools.permutations(range(C))), device=est.device)  # [P, C]
+    cost = pair[..., perms, torch.arange(C, device=est.device)].mean(-1)  # [B, P]
+    return cost.min(-1).values.mean()
+
+
 def si_snr_improvement(est: np.ndarray, ref: np.ndarray, mix: np.ndarray) -> dict[str, float | list[int]]:
     """SI-SNR of the best-permuted estimates and its improvement over using the mixture as every estimate.
 

@@ -31,7 +31,7 @@ from .checkpoints.common import torch_load_tensors
 from .device_mix import DeviceMixer
 from .errors import MossepError, reason
 from .fsutil import atomic_path
-from .metrics import best_permutation, pit_si_snr_loss, si_snr
+from .metrics import best_permutation, pit_loss, si_snr
 from .models import ModelConfig, build_model, preset
 
 
@@ -65,6 +65,7 @@ class TrainConfig:
     data_cache: str = "data_cache"  # where simulated room banks are kept
     valid_conditions: list[str] = field(default_factory=lambda: ["clean"])  # mossep.scenes.CONDITIONS; best = mean
     partial: float = 0.0  # share of mixtures where one talker speaks over only part of the segment (turn-taking)
+    solo: float = 0.0  # share of mixtures where one talker speaks alone: the other targets are silence
     mixing: str = "cpu"  # "device": mix on the training device (mossep.device_mix; train_dirs only), for GPUs
     speeds: list[float] = field(default_factory=lambda: [0.94, 0.97, 1.0, 1.03, 1.06])  # device mixing's speed copies
     schedule: str = "plateau"  # "cosine": after warm-up, a cosine to final_lr * lr over max_minutes (else over steps)
@@ -127,6 +128,7 @@ _NUMBERS = {
     "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
     "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True), "num_spks": (int, 2, True),
     "rooms": (int, 0, True), "partial": (float, 0, True), "final_lr": (float, 0, True),
+    "solo": (float, 0, True),
 }
 _OPTIONAL = ("init", "threads", "max_minutes", "num_spks")
 _LISTS = ("train_dirs", "train_sets", "valid_dirs", "noise_dirs", "rir_dirs", "held_out_rirs")
@@ -202,7 +204,7 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
     unknown = sorted(set(cfg.model) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise MossepError(f"training option model: unknown model settings {unknown}")
-    for name in ("partial", "final_lr"):
+    for name in ("partial", "solo", "final_lr"):
         if values.get(name, getattr(cfg, name)) > 1:
             raise bad(name, "must be at most 1")
     for name in ("bf16", "quiet", "random_polarity", "compile"):
@@ -260,6 +262,20 @@ def si_snri_per_mixture(model: torch.nn.Module, mix: torch.Tensor, ref: torch.Te
         improvements.append((best - base).cpu())
     model.train()
     return torch.cat(scores), torch.cat(improvements)
+
+
+@torch.no_grad()
+def silence_depth(model: torch.nn.Module, talker: torch.Tensor, batch_size: int = 8, cap_db: float = 60.0) -> float:
+    """Mean depth (dB, capped at cap_db) of the quietest output below the loudest one for lone talkers
+    talker [N, T] on the model's device, in eval mode (the model is left in train mode)."""
+    model.eval()
+    depths = []
+    for i in range(0, len(talker), batch_size):
+        power = model(talker[i : i + batch_size]).float().pow(2).mean(-1)  # [n, C]
+        ratio = power.amax(-1) / power.amin(-1).clamp_min(1e-20)
+        depths.append((10 * torch.log10(ratio)).clamp(max=cap_db).cpu())
+    model.train()
+    return float(torch.cat(depths).double().mean())
 
 
 def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
@@ -362,6 +378,11 @@ class Trainer:
         if cfg.valid_dirs and self.main and "clean" in cfg.valid_conditions:
             self.valid_items = dm.validation_mixtures(cfg.valid_dirs, sr, cfg.valid_count, cfg.valid_seconds,
                                                       self.mcfg.num_spks, cfg.gain_db)
+        self.solo_talkers = None  # with solo mixtures: each validation mixture's first talker alone [N, T]
+        if cfg.valid_dirs and self.main and cfg.solo:
+            items = self.valid_items or dm.validation_mixtures(cfg.valid_dirs, sr, cfg.valid_count, cfg.valid_seconds,
+                                                               self.mcfg.num_spks, cfg.gain_db)
+            self.solo_talkers = torch.from_numpy(np.stack([s[0] for _, s in items])).to(self.device)
 
         self.step = 0
         self.lr_scale = 1.0  # plateau decay
@@ -421,6 +442,7 @@ class Trainer:
                 "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb,
                                    "random_polarity": cfg.random_polarity, "partial": cfg.partial,
+                                   "solo": cfg.solo,
                                    "mixing": cfg.mixing, **({"speeds": cfg.speeds} if cfg.mixing == "device" else {})},
                 "schedule": cfg.schedule,
                 "hardware": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
@@ -431,12 +453,13 @@ class Trainer:
             "validation": {"si_snri_db": round(scores["si_snri"], 3), "si_snr_db": round(scores["si_snr"], 3),
                            "mixtures": len(self.valid_items) + sum(map(len, self.valid_sets.values())),
                            "seconds": cfg.valid_seconds, "conditions": cfg.valid_conditions,
-                           **{f"{c}_si_snri_db": round(scores[c], 3) for c in cfg.valid_conditions if c in scores}},
+                           **{f"{c}_si_snri_db": round(scores[c], 3) for c in cfg.valid_conditions if c in scores},
+                           **({"solo_depth_db": round(scores["solo_db"], 2)} if "solo_db" in scores else {})},
         }
 
     # ---- loop --------------------------------------------------------------------------------
     LOG_COLUMNS = ["step", "hours", "cpu_hours", "loss", "lr", "valid_si_snri", "valid_si_snr",
-                   "valid_clean", "valid_noisy", "valid_reverb", "valid_both"]
+                   "valid_clean", "valid_noisy", "valid_reverb", "valid_both", "valid_solo_db"]
 
     def _prepare_log(self) -> None:
         """Once per run: a log.csv from an older version is rewritten with the current columns."""
@@ -474,6 +497,8 @@ class Trainer:
         scores = {k: float(np.mean([v[k] for v in per.values()])) for k in ("si_snri", "si_snr")}
         if len(per) > 1:
             scores.update({c: v["si_snri"] for c, v in per.items()})
+        if self.solo_talkers is not None:  # reported; the checkpoint choice stays the SI-SNRi above
+            scores["solo_db"] = silence_depth(self.model, self.solo_talkers)
         self.history.append({"step": self.step, "hours": self.train_seconds / 3600,
                              "cpu_hours": self.cpu_seconds / 3600, **scores})
         if scores["si_snri"] > self.best:
@@ -508,7 +533,9 @@ class Trainer:
         torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
         if cfg.partial:
             src_t = aug.turn_taking(src_t, gen, cfg.partial)
-        if cfg.reverb or cfg.noise or cfg.eq or cfg.partial:
+        if cfg.solo:
+            src_t = aug.one_talker(src_t, gen, cfg.solo)
+        if cfg.reverb or cfg.noise or cfg.eq or cfg.partial or cfg.solo:
             mix_t, src_t = aug.augment_batch(src_t, gen, self.mcfg.sample_rate, cfg.reverb, cfg.eq, cfg.noise,
                                              tuple(cfg.snr_db), noise_kinds=cfg.noise_kinds, extra=extra,
                                              **self.scenes_kwargs())
@@ -538,7 +565,7 @@ class Trainer:
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 est = self.forward(mix)
-            loss = pit_si_snr_loss(est.float(), src)
+            loss = pit_loss(est.float(), src, mix.float())
             loss.backward()
         except Exception as e:  # noqa: BLE001 - a compiler failure on the first compiled step: train on eagerly
             if not self._compiling:
@@ -583,6 +610,8 @@ class Trainer:
                     if scores:
                         row.update(valid_si_snri=round(scores["si_snri"], 3), valid_si_snr=round(scores["si_snr"], 3))
                         row.update({f"valid_{c}": round(scores[c], 3) for c in scenes.CONDITIONS if c in scores})
+                        if "solo_db" in scores:
+                            row["valid_solo_db"] = round(scores["solo_db"], 2)
                 if self.step % 10 == 0 or "valid_si_snri" in row:
                     row["loss"] = float(np.mean(losses[-10:]))
                     self._log(row)
