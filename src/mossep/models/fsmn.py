@@ -16,29 +16,35 @@ from .blocks import FFConvM
 def _depthwise_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Undilated per-channel conv over time with 'same' zero padding. x [B, C, L], weight [C, 1, K] (K odd).
 
-    Run as a 2-D convolution over channels-last [B, C, 1, L]: oneDNN's fast depthwise kernel on a CPU.
+    Run as a 2-D convolution over channels-last [B, C, 1, L] (a transposed [B, L, C], copied into that layout
+    only if it is not already): oneDNN's fast depthwise kernel on a CPU. The output is channels-last too.
     """
-    channels_last = x.transpose(1, 2).contiguous().transpose(1, 2).unsqueeze(2)
-    y = F.conv2d(channels_last, weight.unsqueeze(2), padding=(0, (weight.shape[-1] - 1) // 2), groups=x.shape[1])
+    if x.stride(1) != 1 and x.shape[1] > 1:
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, (weight.shape[-1] - 1) // 2), groups=x.shape[1])
     return y.squeeze(2)
 
 
 def grouped_time_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """What `conv` (groups = out channels, window (K, 1), dilation (d, 1), 'same' padding, no bias) computes
-    on x [B, C_in, L] viewed as [B, C_in, L, 1], but fast: [B, C_out, L].
+    on x [B, C_in, L] viewed as [B, C_in, L, 1], but fast: [B, C_out, L] (channels-last in memory).
 
     Output channel g sums n = C_in / C_out per-channel convolutions of input channels n*g ... n*g + n - 1,
-    so it is one depthwise convolution over all C_in channels followed by a sum over each group. A
-    dilation d is undone by splitting time into d phases (samples t = p mod d), each an undilated conv.
+    so it is one depthwise convolution over all C_in channels followed by a sum over each group (n strided
+    adds: a sum over a size-n dim of a channels-last tensor is many times slower). A dilation d is a kernel
+    of (K - 1) d + 1 taps with d - 1 zeros between the stored ones (oneDNN's dilated depthwise kernel is
+    some 50x slower than its undilated one on a CPU; the zeros cost d times the few multiplies).
     """
-    B, c_in, L = x.shape
     c_out, n, K, _ = conv.weight.shape
     d = conv.dilation[0]
-    pad = (-L) % d  # zeros past the end are what 'same' padding supplies anyway
-    phases = F.pad(x, (0, pad)).unflatten(-1, (-1, d)).permute(0, 3, 1, 2).reshape(B * d, c_in, -1)
-    y = _depthwise_same(phases, conv.weight.reshape(c_in, 1, K))  # [B*d, C_in, L'/d]
-    y = y.reshape(B, d, c_in, -1).permute(0, 2, 3, 1).reshape(B, c_in, -1)[..., :L]
-    return y.unflatten(1, (c_out, n)).sum(2)
+    weight = conv.weight.reshape(-1, 1, K)  # [C_in, 1, K]
+    if d > 1:  # [C_in, 1, K, d] with zeros after each tap, cut after the last one
+        weight = F.pad(weight.unsqueeze(-1), (0, d - 1)).flatten(-2)[..., : (K - 1) * d + 1]
+    y = _depthwise_same(x, weight)  # [B, C_in, L]
+    out = y[:, 0::n]  # [B, C_out, L]: the first channel of every group
+    for k in range(1, n):
+        out = out + y[:, k::n]
+    return out
 
 
 def instance_norm(x: torch.Tensor, norm: nn.InstanceNorm2d) -> torch.Tensor:
@@ -75,7 +81,7 @@ class DilatedDenseNet(nn.Module):
         for i in range(1, self.depth + 1):
             out = grouped_time_conv(skip, getattr(self, f"conv{i}")).unsqueeze(-1)  # [B, H, L, 1]
             out = getattr(self, f"prelu{i}")(instance_norm(out, getattr(self, f"norm{i}"))).squeeze(-1)
-            skip = torch.cat((out, skip), dim=1)
+            skip = torch.cat((out.transpose(1, 2), skip.transpose(1, 2)), dim=2).transpose(1, 2)  # channels-last
         return out
 
 
@@ -122,6 +128,8 @@ class GatedFSMNBlock(nn.Module):
         self.conv2 = nn.Conv1d(inner_dim, dim, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        a = self.norm1(self.conv1(z.transpose(1, 2)).transpose(1, 2))  # [B, L, H]
+        # the 1x1 convolutions as linear layers over the channels of [B, L, .]: no transposes, 2-3x faster on a CPU
+        conv1, prelu = self.conv1
+        a = self.norm1(prelu(F.linear(z, conv1.weight.squeeze(-1), conv1.bias)))  # [B, L, H]
         s = self.norm2(self.gated_fsmn(a))
-        return z + self.conv2(s.transpose(1, 2)).transpose(1, 2)
+        return z + F.linear(s, self.conv2.weight.squeeze(-1), self.conv2.bias)
