@@ -28,7 +28,7 @@ import warnings
 import torch
 from torch import nn
 
-from .models.blocks import RotaryEmbedding, ScaledSinuEmbedding
+from .models.blocks import FFConvM, RotaryEmbedding, ScaledSinuEmbedding
 
 # Modules whose tensors are position tables: kept float32 (a bf16 frequency is off by up to 2^-9, i.e. whole
 # radians after a few thousand frames).
@@ -60,6 +60,38 @@ def convert_floats(module: nn.Module, dtype: torch.dtype, keep: tuple[type, ...]
     return module
 
 
+class OneDNNLinear(nn.Module):
+    """An nn.Linear, optionally with the SiLU after it, as one oneDNN call on a CPU: bias and activation are
+    applied to the float32 accumulators before the single bf16 rounding (torch.ops.mkldnn._linear_pointwise,
+    the kernel torch.compile's CPU backend emits for a linear layer). F.linear adds the bias in a separate
+    pass over the output and SiLU makes another: this is 10-20 % faster for the published sizes' [L, 2048]
+    projections. [..., d_in] -> [..., d_out]."""
+
+    def __init__(self, linear: nn.Linear, activation: str = "none"):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        self.activation = activation  # "none" or "swish" (= SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], "")
+
+
+def onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def fuse_linears(module: nn.Module) -> nn.Module:
+    """In place: every nn.Linear of `module` (CPU) becomes a OneDNNLinear, with FFConvM's SiLU folded in."""
+    for mod in module.modules():
+        if isinstance(mod, FFConvM) and isinstance(mod.mdl[1], nn.Linear) and isinstance(mod.mdl[2], nn.SiLU):
+            mod.mdl[1], mod.mdl[2] = OneDNNLinear(mod.mdl[1], "swish"), nn.Identity()
+    for mod in list(module.modules()):
+        for name, child in mod.named_children():
+            if type(child) is nn.Linear:
+                setattr(mod, name, OneDNNLinear(child))
+    return module
+
+
 class InDtype(nn.Module):
     """Runs `module`, whose weights are stored in `dtype`, on its input cast to `dtype`; returns float32."""
 
@@ -67,6 +99,9 @@ class InDtype(nn.Module):
         super().__init__()
         self.module = convert_floats(module, dtype)
         self.dtype = dtype
+        param = next(self.module.parameters(), None)
+        if param is not None and param.device.type == "cpu" and onednn_linear_available():
+            fuse_linears(self.module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x.to(self.dtype)).float()

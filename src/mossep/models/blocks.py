@@ -82,14 +82,14 @@ class FFConvM(nn.Module):
         self.mdl = nn.Sequential(
             norm_layer,
             nn.Linear(d_in, d_out),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),  # on the linear layer's fresh output
             ConvModule(d_out, kernel_size),
             nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm, linear, _silu, conv_module, dropout = self.mdl
-        return dropout(conv_module(F.silu(linear(norm(x)), inplace=True)))
+        norm, linear, silu, conv_module, dropout = self.mdl  # (fast mode may fuse linear and silu)
+        return dropout(conv_module(silu(linear(norm(x)))))
 
 
 class OffsetScale(nn.Module):
