@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 import mossep
-from mossep.checkpoints import common, default_model_path, load_checkpoint, save_native
+from mossep.checkpoints import bundled_model_path, common, default_model_path, load_checkpoint, save_native
 from mossep.checkpoints.clearvoice import official_state_dict
 from mossep.checkpoints.native import load_native
 from mossep.checkpoints.standalone import standalone_state_dict
@@ -124,6 +124,9 @@ def test_default_model_path_prefers_the_installed_package(monkeypatch):
     exists = set()
     assert error(default_model_path) == "no default model found (weights/default.safetensors); pass --model PATH"
     assert seen[-2:] == [installed, source_tree]
+    exists = {source_tree.parent / "robust.safetensors"}  # another bundled model, by its name
+    assert bundled_model_path("robust") == source_tree.parent / "robust.safetensors"
+    assert error(bundled_model_path, "nosuch") == "no nosuch model found (weights/nosuch.safetensors); pass --model PATH"
 
 
 # ---------------------------------------------------------------- native: safetensors errors in a few words

@@ -68,7 +68,7 @@ def test_names_and_ids_resolve_to_entries():
     assert lookup("hf:alibabasglab/mossformer2-librimix-2spk").name == "mossformer2-librimix-2spk"
     other = lookup("modelscope:someone/model@v1.0.2")
     assert (other.hub, other.repo, other.revision, other.files) == ("modelscope", "someone/model", "v1.0.2", ())
-    assert lookup("default").hub == "bundled"
+    assert lookup("default").hub == "bundled" and lookup("robust").hub == "bundled"
     assert lookup("no-such-model") is None and lookup("runs/x/best.safetensors") is None
     for bad in ("hf:not a repo", "modelscope:a/b@../../x", "hf:../x"):
         with pytest.raises(MossepError, match="ORG/NAME"):
@@ -334,7 +334,7 @@ def test_models_list_pull_and_info(hub, capsys):
         main(["models"])
     out = capsys.readouterr().out
     assert e.value.code in (0, None) and f"cache: {models_root()}\n" in out
-    for name in ("default", "mossformer-8k", "mossformer2-8k", "mossformer2-librimix-2spk",
+    for name in ("default", "robust", "mossformer-8k", "mossformer2-8k", "mossformer2-librimix-2spk",
                  "mossformer2-wsj0mix-3spk", "mossformer2-whamr-2spk", "mossformer2-ss-16k"):
         assert name in out
     assert "not cached" in out and "installed" in out and "When to pick which" in out

@@ -15,7 +15,7 @@ from .modelscope2 import is_modelscope2, load_modelscope2
 from .native import is_native_file, load_native, save_native
 from .standalone import is_standalone, load_standalone
 
-__all__ = ["LoadedModel", "load_checkpoint", "save_native", "default_model_path"]
+__all__ = ["LoadedModel", "load_checkpoint", "save_native", "default_model_path", "bundled_model_path"]
 
 
 @dataclass
@@ -31,13 +31,20 @@ class LoadedModel:
         return self.model.config
 
 
-def default_model_path() -> Path:
-    """The checkpoint shipped in weights/ (inside the installed package, or the source tree's)."""
+def bundled_model_path(name: str = "default") -> Path:
+    """A checkpoint shipped in weights/ as NAME.safetensors (inside the installed package, or the source
+    tree's): `default`, the model used when none is given, or another bundled one (`mossep models`)."""
     here = Path(__file__).resolve().parent.parent
-    for cand in (here / "weights" / "default.safetensors", here.parent.parent / "weights" / "default.safetensors"):
+    file = f"{name}.safetensors"
+    for cand in (here / "weights" / file, here.parent.parent / "weights" / file):
         if cand.is_file():
             return cand
-    raise MossepError("no default model found (weights/default.safetensors); pass --model PATH")
+    raise MossepError(f"no {name} model found (weights/{file}); pass --model PATH")
+
+
+def default_model_path() -> Path:
+    """The checkpoint used when none is given (weights/default.safetensors)."""
+    return bundled_model_path("default")
 
 
 def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> LoadedModel:
@@ -51,7 +58,7 @@ def load_checkpoint(path: str | Path | None, sample_rate: int | None = None) -> 
         rate = sample_rate
         if rate is None and named.path is not None and is_clearvoice(named.path):  # a format that stores no rate
             rate = named.entry.sample_rate
-        loaded = load_checkpoint(named.path, rate)
+        loaded = load_checkpoint(named.path or bundled_model_path(named.entry.name), rate)
         if rate != sample_rate:  # the loader's first note says where the rate came from
             loaded.notes[0] = f"sample rate from mossep's model list ({named.entry.name})"
         loaded.notes.append(named.note)

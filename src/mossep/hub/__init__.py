@@ -23,7 +23,7 @@ __all__ = ["REGISTRY", "ModelEntry", "Resolved", "resolve", "fetch", "lookup", "
 @dataclass
 class Resolved:
     entry: ModelEntry
-    path: Path | None  # the local folder; None for the bundled model
+    path: Path | None  # the local folder; None for a bundled model (weights/NAME.safetensors)
     note: str  # where it came from, for `mossep info`
 
 
@@ -94,7 +94,7 @@ def resolve(spec: str | Path) -> Resolved | None:
     if entry is None:
         return None
     if entry.hub == BUNDLED:
-        return Resolved(entry, None, "the bundled model (name 'default')")
+        return Resolved(entry, None, f"the bundled model (name '{entry.name}')")
     record = fetch(entry)
     revision = record["commit"] if record["commit"] == entry.revision else f"{entry.revision} = {record['commit']}"
     return Resolved(entry, record["path"], f"fetched from {entry.hub_id}, revision {revision}")
