@@ -193,3 +193,47 @@ def test_separator_fast_mode_chunks_like_exact_mode_and_differs_only_slightly(ti
     a, b = exact.separate(mix, 8000), fast.separate(mix, 8000)
     assert a.shape == b.shape == (2, 160000)
     assert si_snr(torch.from_numpy(b), torch.from_numpy(a)).min().item() > 20.0
+
+
+def test_onednn_linear_matches_linear_and_silu_and_replaces_every_linear(monkeypatch):
+    """bf16 mode on a CPU: each linear layer of the mask net is one oneDNN call with its bias (and FFConvM's SiLU)
+    fused; the result is F.linear (+ SiLU) in float32, rounded once to bf16."""
+    if not (fast_mod.bf16_is_native("cpu") and fast_mod.onednn_linear_available()):
+        pytest.skip("this CPU has no native bfloat16 or no oneDNN linear")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 96)
+    x = torch.randn(2, 50, 64)
+    with torch.inference_mode():
+        bf = lin.bfloat16()
+        xb = x.bfloat16()
+        ref = F.linear(xb.float(), bf.weight.float(), bf.bias.float())
+        for act, want in (("none", ref), ("swish", F.silu(ref))):
+            out = fast_mod.OneDNNLinear(bf, act)(xb)
+            assert out.dtype == torch.bfloat16 and out.shape == (2, 50, 96)
+            assert rel_err(out.float(), want) < 1e-2  # one bf16 rounding (2^-9 relative)
+    for arch in ("mossformer", "mossformer2"):
+        fast = make_fast(build_model(preset("tiny", arch=arch)).eval())
+        mods = list(fast.mask_net.modules())
+        assert not any(type(m) is torch.nn.Linear or isinstance(m, torch.nn.SiLU) for m in mods)
+        assert sum(isinstance(m, fast_mod.OneDNNLinear) and m.activation == "swish" for m in mods) > 0
+
+
+@pytest.mark.parametrize("c", [8, 32])  # 8: oneDNN's bf16 kernel would hang at 9 * 2 - 1 taps (float32 instead)
+@pytest.mark.parametrize("n_in, dilation", [(1, 1), (2, 2), (3, 4)])
+def test_grouped_time_conv_on_a_channels_last_view_equals_the_stored_conv2d(n_in, dilation, c):
+    """The FSMN's dense layers hand grouped_time_conv transposed [B, L, C] tensors (channels-last); the result is
+    the stored Conv2d's, in both precisions, and comes back channels-last (no copies between the layers)."""
+    from mossep.models.fsmn import grouped_time_conv
+
+    torch.manual_seed(n_in)
+    K, L = 9, 37
+    conv = torch.nn.Conv2d(c * n_in, c, (K, 1), dilation=(dilation, 1), padding=(dilation * (K - 1) // 2, 0),
+                           groups=c, bias=False)
+    x = torch.randn(2, L, c * n_in).transpose(1, 2)  # [B, C, L], channels-last in memory
+    with torch.no_grad():
+        ref = conv(x.contiguous().unsqueeze(-1)).squeeze(-1)
+        out = grouped_time_conv(x, conv)
+        assert out.shape == ref.shape and out.transpose(1, 2).is_contiguous()
+        assert rel_err(out, ref) < 1e-5
+        out16 = grouped_time_conv(x.bfloat16(), conv.bfloat16())
+        assert rel_err(out16.float(), ref) < 2e-2

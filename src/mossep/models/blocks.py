@@ -47,8 +47,19 @@ class DepthwiseConv1d(nn.Module):
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """`weight` [D, 1, K] replaces the stored one (ConvModule folds its identity path into it)."""
         weight = self.conv.weight if weight is None else weight
-        y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, self.conv.padding[0]), groups=self.conv.groups)
-        return y.squeeze(2)
+        return depthwise_conv(x, weight, self.conv.padding[0])
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """Per-channel conv over time of x [B, C, L] with weight [C, 1, K], run as a 2-D convolution over
+    [B, C, 1, L] (oneDNN's channels-last depthwise kernel when x is a transposed [B, L, C]). [B, C, L'].
+
+    oneDNN's bfloat16 kernel never returns for 2-16 channels and 15 or more taps (torch 2.13, avx512_bf16);
+    such narrow convolutions run in float32 (no published model is that narrow)."""
+    if x.dtype == torch.bfloat16 and 1 < x.shape[1] <= 16 and weight.shape[-1] >= 15:
+        return depthwise_conv(x.float(), weight.float(), padding).to(x.dtype)
+    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, padding), groups=x.shape[1])
+    return y.squeeze(2)
 
 
 class ConvModule(nn.Module):

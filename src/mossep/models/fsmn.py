@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import FFConvM
+from .blocks import FFConvM, depthwise_conv
 
 
 def _depthwise_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -21,8 +21,7 @@ def _depthwise_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """
     if x.stride(1) != 1 and x.shape[1] > 1:
         x = x.transpose(1, 2).contiguous().transpose(1, 2)
-    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, (weight.shape[-1] - 1) // 2), groups=x.shape[1])
-    return y.squeeze(2)
+    return depthwise_conv(x, weight, (weight.shape[-1] - 1) // 2)
 
 
 def grouped_time_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
