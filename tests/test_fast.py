@@ -6,6 +6,8 @@ computations written out here, forward and backward.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,6 +218,8 @@ def test_onednn_linear_matches_linear_and_silu_and_replaces_every_linear(monkeyp
         mods = list(fast.mask_net.modules())
         assert not any(type(m) is torch.nn.Linear or isinstance(m, torch.nn.SiLU) for m in mods)
         assert sum(isinstance(m, fast_mod.OneDNNLinear) and m.activation == "swish" for m in mods) > 0
+        with torch.inference_mode():  # a copy packs its weights again and computes the same
+            assert torch.equal(copy.deepcopy(fast)(_mix()), fast(_mix()))
 
 
 @pytest.mark.parametrize("c", [8, 32])  # 8: oneDNN's bf16 kernel would hang at 9 * 2 - 1 taps (float32 instead)

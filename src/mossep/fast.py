@@ -61,19 +61,34 @@ def convert_floats(module: nn.Module, dtype: torch.dtype, keep: tuple[type, ...]
 
 
 class OneDNNLinear(nn.Module):
-    """An nn.Linear, optionally with the SiLU after it, as one oneDNN call on a CPU: bias and activation are
-    applied to the float32 accumulators before the single bf16 rounding (torch.ops.mkldnn._linear_pointwise,
-    the kernel torch.compile's CPU backend emits for a linear layer). F.linear adds the bias in a separate
-    pass over the output and SiLU makes another: this is 10-20 % faster for the published sizes' [L, 2048]
-    projections. [..., d_in] -> [..., d_out]."""
+    """An nn.Linear, optionally with the SiLU after it, as one oneDNN call on a CPU, with its weight prepacked in
+    oneDNN's blocked layout: bias and activation are applied to the float32 accumulators before the single
+    bf16 rounding (torch.ops.mkldnn._linear_pointwise and _reorder_linear_weight, the kernels torch.compile's
+    CPU backend emits for a linear layer). F.linear re-lays the weight out on every call, adds the bias in a
+    separate pass over the output, and SiLU makes another: this is 15-30 % faster for the published sizes'
+    projections on 2 threads (benchmarks/README.md). [..., d_in] -> [..., d_out].
+
+    The plain weight stays a parameter (state_dict, copies); the packed one (an opaque oneDNN tensor, which
+    cannot be copied) is made again from it after a copy."""
 
     def __init__(self, linear: nn.Linear, activation: str = "none"):
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias
         self.activation = activation  # "none" or "swish" (= SiLU)
+        self.packed = self._pack()
+
+    def _pack(self) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "packed"}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.packed = self._pack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, self.activation, [], "")
 
 
 def onednn_linear_available() -> bool:
