@@ -63,10 +63,11 @@ def test_view_signs():
 
 
 def test_recommended_settings_read_checkpoint_metadata():
-    plain = {"passes": 1, "wiener": False}
+    plain = {"passes": 1, "wiener": False, "solo": None}
     assert recommended_settings(None) == plain
     assert recommended_settings({}) == plain
-    assert recommended_settings({"inference": {"passes": 2, "wiener": True}}) == {"passes": 2, "wiener": True}
+    assert recommended_settings({"inference": {"passes": 2, "wiener": True}}) == {"passes": 2, "wiener": True,
+                                                                                 "solo": None}
     # invalid values fall back to the plain settings
     assert recommended_settings({"inference": {"passes": 7, "wiener": "yes"}}) == plain
     assert recommended_settings({"inference": {"passes": "2", "wiener": 1}}) == plain

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from oracles import BandSplit, oracle_model, talkers
 
 from mossep import separator as separator_module
-from mossep.checkpoints import LoadedModel
+from mossep.checkpoints import LoadedModel, load_checkpoint
 from mossep.chunking import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 from mossep.errors import MossepError
 from mossep.separator import (CUDA_BATCH, DEFAULT_FILENAME, Separator, output_names, recommended_settings,
@@ -112,11 +113,26 @@ def test_whole_rate():
     ({"inference": {"passes": True}}, (1, False)),  # a bool is not a number of passes
     ({"inference": {"passes": "2", "wiener": "yes"}}, (1, False)),
     ({"inference": {"passes": 2.0}}, (1, False)),
+    ({"inference": {"solo": False}}, (1, False, False)),
+    ({"inference": {"passes": 2, "solo": True}}, (2, False, True)),
+    ({"inference": {"solo": "no"}}, (1, False, None)),  # not a bool: no say
+    ({"inference": {"solo": 0}}, (1, False, None)),
 ])
 def test_recommended_settings(metadata, want):
     got = recommended_settings(metadata)
-    assert got == {"passes": want[0], "wiener": want[1]}
+    assert got == {"passes": want[0], "wiener": want[1], "solo": want[2] if len(want) > 2 else None}
     assert type(got["passes"]) is int and type(got["wiener"]) is bool
+
+
+@pytest.mark.parametrize("recommended, given, want", [
+    (None, None, True), (False, None, False), (True, None, True), (False, True, True), (True, False, False)])
+def test_the_one_voice_step_follows_the_checkpoint_unless_told(tiny_model_path, recommended, given, want):
+    """A checkpoint may recommend the one-voice step off (a model that denoises, or silences the other output
+    itself); an explicit solo= wins; official formats keep it off (tested in test_solo.py)."""
+    loaded = load_checkpoint(tiny_model_path)
+    meta = {} if recommended is None else {"inference": {"solo": recommended}}
+    sep = Separator(replace(loaded, metadata=meta), device="cpu", solo=given)
+    assert sep.solo is want
 
 
 def test_resolve_device(monkeypatch):

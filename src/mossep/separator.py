@@ -99,14 +99,17 @@ def whole_rate(rate, what: str = "sample rate") -> int:
 
 
 def recommended_settings(metadata: dict | None) -> dict:
-    """Inference settings a checkpoint's metadata recommends ("inference": {"passes": 2, "wiener": true}),
-    falling back to 1 pass and no post-filter for anything absent or invalid."""
+    """Inference settings a checkpoint's metadata recommends ("inference": {"passes": 2, "wiener": true,
+    "solo": false}), falling back to 1 pass, no post-filter and no say on the one-voice step (None) for anything
+    absent or invalid."""
     rec = (metadata or {}).get("inference")
     rec = rec if isinstance(rec, dict) else {}  # a file's metadata is untrusted: a list or string here is ignored
     passes = rec.get("passes", 1)
     wiener = rec.get("wiener", False)
+    solo = rec.get("solo")
     return {"passes": passes if type(passes) is int and 1 <= passes <= MAX_PASSES else 1,
-            "wiener": wiener if isinstance(wiener, bool) else False}
+            "wiener": wiener if isinstance(wiener, bool) else False,
+            "solo": solo if isinstance(solo, bool) else None}
 
 
 class OutputFiles(list):
@@ -206,8 +209,9 @@ class Separator:
         self.track_speakers = TRACK_SPEAKERS if track_speakers is None else bool(track_speakers)
         self.remove_hum = bool(remove_hum)
         if solo is None:  # measured on mossep's own checkpoints only; an official one (e.g. the WHAMR! model, which
-            # removes noise and reverberation) would get the mixture back where one voice speaks: off there
-            solo = SOLO and self.format == "mossep"
+            # removes noise and reverberation) would get the mixture back where one voice speaks: off there.
+            # A mossep checkpoint may say (a model that denoises, or that silences the other output itself)
+            solo = (SOLO if rec["solo"] is None else rec["solo"]) and self.format == "mossep"
         self.solo = bool(solo) and not self.raw
         self.amp_dtype = None
         if self.device.type == "cuda" and not self.raw:
