@@ -68,24 +68,22 @@ class OneDNNLinear(nn.Module):
     separate pass over the output, and SiLU makes another: this is 15-30 % faster for the published sizes'
     projections on 2 threads (benchmarks/README.md). [..., d_in] -> [..., d_out].
 
-    The plain weight stays a parameter (state_dict, copies); the packed one (an opaque oneDNN tensor, which
-    cannot be copied) is made again from it after a copy."""
+    Only the packed weight is kept (an opaque oneDNN tensor: not in state_dict; keeping the plain one as well
+    cost 140 MB of peak memory at the published size); a copy goes through the plain layout and packs again.
+    """
 
     def __init__(self, linear: nn.Linear, activation: str = "none"):
         super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias
+        self.bias = linear.bias
         self.activation = activation  # "none" or "swish" (= SiLU)
-        self.packed = self._pack()
-
-    def _pack(self) -> torch.Tensor:
-        return torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)  # [d_out, d_in]
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "packed"}
+        return {**self.__dict__, "packed": self.packed.to_dense()}
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self.packed = self._pack()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.packed, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, self.activation, [], "")
