@@ -10,7 +10,9 @@
   float32 at the published size, against 2.5x for the stored bf16 weights). Norms accumulate in float32 inside
   their kernels. The position tables (rotary `freqs`, sinusoidal `inv_freq`) stay float32, so positions
   thousands of frames in are still exact angles. The encoder and the decoder stay float32: the input is
-  analysed and the output synthesised at full precision, only the masks are bf16;
+  analysed and the output synthesised at full precision, only the masks are bf16. On a CPU each linear
+  layer of the mask net is one oneDNN call on a prepacked weight, with its bias and FFConvM's SiLU fused
+  (`OneDNNLinear`);
 - elsewhere (CPU without bf16), the nn.Linear layers are quantised to int8 with dynamic activation
   quantisation (`torch.ao.quantization.quantize_dynamic`), CPU only.
 
