@@ -210,13 +210,17 @@ def test_onednn_linear_matches_linear_and_silu_and_replaces_every_linear(monkeyp
         xb = x.bfloat16()
         ref = F.linear(xb.float(), bf.weight.float(), bf.bias.float())
         for act, want in (("none", ref), ("swish", F.silu(ref))):
-            out = fast_mod.OneDNNLinear(bf, act)(xb)
+            out = fast_mod.OneDNNLinear(bf.weight, bf.bias, act)(xb)
             assert out.dtype == torch.bfloat16 and out.shape == (2, 50, 96)
             assert rel_err(out.float(), want) < 1e-2  # one bf16 rounding (2^-9 relative)
     for arch in ("mossformer", "mossformer2"):
         fast = make_fast(build_model(preset("tiny", arch=arch)).eval())
         mods = list(fast.mask_net.modules())
         assert not any(type(m) is torch.nn.Linear or isinstance(m, torch.nn.SiLU) for m in mods)
+        fsmn_blocks = [m for m in mods if type(m).__name__ == "GatedFSMNBlock"]  # their 1x1 convs too
+        assert len(fsmn_blocks) == (2 if arch == "mossformer2" else 0)
+        assert all(isinstance(b.conv1[0], fast_mod.OneDNNLinear) and isinstance(b.conv2, fast_mod.OneDNNLinear)
+                   for b in fsmn_blocks)
         assert sum(isinstance(m, fast_mod.OneDNNLinear) and m.activation == "swish" for m in mods) > 0
         with torch.inference_mode():  # a copy packs its weights again and computes the same
             assert torch.equal(copy.deepcopy(fast)(_mix()), fast(_mix()))

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .models.blocks import FFConvM, RotaryEmbedding, ScaledSinuEmbedding
+from .models.fsmn import GatedFSMNBlock
 
 # Modules whose tensors are position tables: kept float32 (a bf16 frequency is off by up to 2^-9, i.e. whole
 # radians after a few thousand frames).
@@ -74,11 +75,11 @@ class OneDNNLinear(nn.Module):
     cost 140 MB of peak memory at the published size); a copy goes through the plain layout and packs again.
     """
 
-    def __init__(self, linear: nn.Linear, activation: str = "none"):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"):
         super().__init__()
-        self.bias = linear.bias
+        self.bias = bias
         self.activation = activation  # "none" or "swish" (= SiLU)
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)  # [d_out, d_in]
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)  # [d_out, d_in]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "packed": self.packed.to_dense()}
@@ -96,14 +97,19 @@ def onednn_linear_available() -> bool:
 
 
 def fuse_linears(module: nn.Module) -> nn.Module:
-    """In place: every nn.Linear of `module` (CPU) becomes a OneDNNLinear, with FFConvM's SiLU folded in."""
+    """In place: every nn.Linear of `module` (CPU) becomes a OneDNNLinear, with FFConvM's SiLU folded in; so do
+    the gated FSMN blocks' 1x1 convolutions (which they apply as linear layers)."""
     for mod in module.modules():
         if isinstance(mod, FFConvM) and isinstance(mod.mdl[1], nn.Linear) and isinstance(mod.mdl[2], nn.SiLU):
-            mod.mdl[1], mod.mdl[2] = OneDNNLinear(mod.mdl[1], "swish"), nn.Identity()
+            mod.mdl[1], mod.mdl[2] = OneDNNLinear(mod.mdl[1].weight, mod.mdl[1].bias, "swish"), nn.Identity()
+        if isinstance(mod, GatedFSMNBlock):
+            conv1, conv2 = mod.conv1[0], mod.conv2
+            mod.conv1[0] = OneDNNLinear(conv1.weight.squeeze(-1), conv1.bias)
+            mod.conv2 = OneDNNLinear(conv2.weight.squeeze(-1), conv2.bias)
     for mod in list(module.modules()):
         for name, child in mod.named_children():
             if type(child) is nn.Linear:
-                setattr(mod, name, OneDNNLinear(child))
+                setattr(mod, name, OneDNNLinear(child.weight, child.bias))
     return module
 
 

@@ -127,8 +127,15 @@ class GatedFSMNBlock(nn.Module):
         self.conv2 = nn.Conv1d(inner_dim, dim, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # the 1x1 convolutions as linear layers over the channels of [B, L, .]: no transposes, 2-3x faster on a CPU
         conv1, prelu = self.conv1
-        a = self.norm1(prelu(F.linear(z, conv1.weight.squeeze(-1), conv1.bias)))  # [B, L, H]
+        a = self.norm1(prelu(pointwise(conv1, z)))  # [B, L, H]
         s = self.norm2(self.gated_fsmn(a))
-        return z + F.linear(s, self.conv2.weight.squeeze(-1), self.conv2.bias)
+        return z + pointwise(self.conv2, s)
+
+
+def pointwise(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 Conv1d over the channels of x [B, L, C_in] -> [B, L, C_out], as the linear layer it is (no transposes:
+    2-3x faster on a CPU than convolving the transposed tensor). Other layers (fast mode's) are called on x."""
+    if isinstance(layer, nn.Conv1d):
+        return F.linear(x, layer.weight.squeeze(-1), layer.bias)
+    return layer(x)
