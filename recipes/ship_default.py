@@ -41,6 +41,21 @@ def scores(sep: Separator, dataset: Path) -> dict:
     return {"items": s["items"], "si_snri_db": round(s["si_snri"], 2), "sdri_db": round(s["sdri"], 2)}
 
 
+def stage_record(metadata: dict) -> dict:
+    """A run's training metadata in the stage keys (STAGE_KEYS); `mossep train`'s own names (batch_size,
+    train_hours, dynamic_mixing, its validation block) are translated."""
+    run = dict(metadata.get("training", {}))
+    if "batch_size" in run:  # written by mossep train
+        run.setdefault("batch", run["batch_size"])
+        run.setdefault("mixtures", run.get("steps", 0) * run["batch_size"])
+        run.setdefault("train_seconds", round(run.get("train_hours", 0) * 3600, 1))
+        run["augment"] = {**run.get("dynamic_mixing", {}), **run.get("augment", {})}
+        valid = metadata.get("validation", {})
+        run.setdefault("valid_si_snri", valid.get("si_snri_db"))
+        run.setdefault("valid_count", valid.get("mixtures"))
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("candidate", nargs="?", help="the new checkpoint (not with --remeasure)")
@@ -67,8 +82,8 @@ def main() -> None:
         measure(current, {**previous, "inference": inference}, a)
         return
     cand = load_checkpoint(a.candidate)
-    runs = [load_checkpoint(path).metadata.get("training", {}) for path in a.earlier]
-    runs.append(cand.metadata.get("training", {}))
+    runs = [stage_record(load_checkpoint(path).metadata) for path in a.earlier]
+    runs.append(stage_record(cand.metadata))
     new = [{"hardware": a.hardware, **{k: r[k] for k in STAGE_KEYS if k in r}, "command": a.command} for r in runs]
     run = runs[-1]
     training = dict(previous.get("training", {}))

@@ -35,6 +35,7 @@ def _all(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         "eq": aug.equalize(x, aug.random_eq((B, 1), RATE, g, x)),
         "turns": aug.turn_taking(x, g, 0.5),
         "solo": aug.one_talker(x, g, 0.5),
+        "sequential": aug.sequential_turns(x, g, 0.5),
     }
 
 
@@ -45,7 +46,7 @@ def test_every_augmentation_keeps_shape_dtype_device_and_is_seeded(device, dtype
     a, b = _all(x, seed=7), _all(x, seed=7)
     expect = {"wet": (3, 2, 4000), "dry": (3, 2, 4000), "pink": (3, 4000), "hum": (3, 4000),
               "synthetic": (3, 4000), "eq": (3, 2, 4000), "turns": (3, 2, 4000),
-              "solo": (3, 2, 4000)}
+              "solo": (3, 2, 4000), "sequential": (3, 2, 4000)}
     for name, y in a.items():
         assert y.shape == expect[name] and y.dtype == dtype and y.device.type == device, name
         assert torch.isfinite(y.float()).all(), name
@@ -128,6 +129,28 @@ def test_turn_taking_silences_part_of_one_talker_never_all():
     short[:, 0, RATE // 4:] = 0  # mostly silence already: a cut could leave nothing
     out = aug.turn_taking(short, _gen(2), 1.0)
     assert (out.pow(2).mean(-1) > 0).all()  # never a silent target
+
+
+@pytest.mark.parametrize("talkers", [2, 3])
+def test_sequential_turns_never_overlap_and_keep_both_voices(talkers):
+    src = 0.1 * torch.randn(400, talkers, 4000, generator=_gen(8)) + 0.2  # never exactly 0
+    out = aug.sequential_turns(src, _gen(9), 0.5)
+    cut = (out.abs() < 1e-9).any(-1)  # [B, C]: sources silenced somewhere
+    turned = cut.any(1)
+    assert 0.4 < turned.float().mean() < 0.6  # about half the mixtures, as asked
+    assert torch.equal(out[~turned], src[~turned])
+    assert (cut[turned].sum(1) == 2).all()  # exactly two talkers take turns; a third stays whole
+    for b in torch.nonzero(turned).flatten().tolist():
+        i, j = torch.nonzero(cut[b]).flatten().tolist()
+        a, c = out[b, i].abs() > 0, out[b, j].abs() > 0
+        assert not (a & c).any()  # never at once
+        first, second = (a, c) if a[0] else (c, a)
+        assert first[0] and not first[-1] and second[-1] and not second[0]  # one, then the other
+        assert 0.28 < first.float().mean() < 0.61 and 0.24 < second.float().mean() < 0.71  # 30-60 %, rest - pause
+    short = src.clone()
+    short[:, 0, 400:] = 0  # a talker whose speech the cut could remove entirely is kept whole
+    out = aug.sequential_turns(short, _gen(10), 1.0)
+    assert (out.pow(2).mean(-1) > 0).all()
 
 
 @pytest.mark.parametrize("talkers", [2, 3])

@@ -180,11 +180,12 @@ def test_config_file_and_cli_overrides(tmp_path, speaker_sets):
     cfg.write_text(f"size: tiny\nsteps: 3\nsegment_seconds: 0.5\nbatch_size: 2\nvalid_every: 3\nvalid_count: 2\n"
                    f"valid_seconds: 0.5\ntrain_dirs: [{speaker_sets[0]}]\nvalid_dirs: [{speaker_sets[1]}]\n")
     proc = subprocess.run([sys.executable, "-m", "mossep", "train", "-c", str(cfg), "--steps", "2",
-                           "--noise", "0.5", "--solo", "0.25", "-o", str(tmp_path / "run"), "--quiet"],
+                           "--noise", "0.5", "--solo", "0.25", "--sequential", "0.3", "-o", str(tmp_path / "run"), "--quiet"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "steps: 2" in saved and "size: tiny" in saved and "noise: 0.5" in saved and "solo: 0.25" in saved
+    assert "sequential: 0.3" in saved
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 2
 
@@ -248,6 +249,7 @@ def test_training_audio_is_resampled_once_and_cached(tmp_path, monkeypatch):
     ("valid_conditions: [windy]\n", "valid_conditions: expected some of"), ("mixing: gpu\n", "mixing: expected cpu"),
     ("schedule: linear\n", "schedule: expected plateau"), ("partial: 2\n", "partial: must be at most 1"),
     ("solo: 1.5\n", "solo: must be at most 1"), ("solo: -0.5\n", "solo: must be at least 0"),
+    ("sequential: 2\n", "sequential: must be at most 1"),
     ("noise_kinds: {wind: 1}\n", "noise_kinds: expected weights"), ("reverb: 0.5\nrooms: 0\n", "rooms: reverb needs rooms")])
 def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsys, text, words):
     """Bad values in a config file used to end in tracebacks (or, for a folder given as a string, in a walk

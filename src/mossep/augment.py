@@ -141,6 +141,30 @@ def turn_taking(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.
     return torch.where((which & alive)[:, None, None], masked, src)
 
 
+def sequential_turns(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
+    """Sources [B, C, T] where, in `share` of the mixtures, two talkers (drawn at random) speak one after the
+    other without overlap: the first over 30-60 % of the segment, then a pause of 0-15 % of it, then the second to
+    the end (50 ms fades); any other talker is left whole. So that the model learns to keep each voice on its own
+    output across a change of speaker, not only where they overlap. A source that its cut would leave (nearly)
+    silent is kept whole."""
+    B, C, T = src.shape
+    d = src.device
+    which = torch.rand(B, device=d, generator=gen) < share
+    first_end = 0.3 + 0.3 * torch.rand(B, 1, device=d, generator=gen)  # fraction of the segment
+    second_start = first_end + 0.15 * torch.rand(B, 1, device=d, generator=gen)
+    t = torch.arange(T, device=d) / T
+    first = ((first_end - t) * T / 400).clamp(0, 1)  # 50 ms fades at 8 kHz
+    second = ((t - second_start) * T / 400).clamp(0, 1)
+    order = torch.rand(B, C, device=d, generator=gen).argsort(-1)  # a random pair of talkers per mixture
+    mask = torch.ones(B, C, T, device=d, dtype=src.dtype)
+    rows = torch.arange(B, device=d)
+    mask[rows, order[:, 0]] = first.to(src.dtype)
+    mask[rows, order[:, 1]] = second.to(src.dtype)
+    masked = src * mask
+    alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
+    return torch.where((which & alive)[:, None, None], masked, src)
+
+
 def one_talker(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
     """Sources [B, C, T] where, in `share` of the mixtures, one talker (drawn at random) speaks alone: every
     other source is silenced, so that its target is silence (scored by mossep.metrics.pit_loss)."""

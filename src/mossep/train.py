@@ -66,6 +66,7 @@ class TrainConfig:
     valid_conditions: list[str] = field(default_factory=lambda: ["clean"])  # mossep.scenes.CONDITIONS; best = mean
     partial: float = 0.0  # share of mixtures where one talker speaks over only part of the segment (turn-taking)
     solo: float = 0.0  # share of mixtures where one talker speaks alone: the other targets are silence
+    sequential: float = 0.0  # share of mixtures where two talkers speak one after the other, without overlap
     mixing: str = "cpu"  # "device": mix on the training device (mossep.device_mix; train_dirs only), for GPUs
     speeds: list[float] = field(default_factory=lambda: [0.94, 0.97, 1.0, 1.03, 1.06])  # device mixing's speed copies
     schedule: str = "plateau"  # "cosine": after warm-up, a cosine to final_lr * lr over max_minutes (else over steps)
@@ -128,7 +129,7 @@ _NUMBERS = {
     "valid_seconds": (float, 0, False), "max_minutes": (float, 0, False),
     "reverb": (float, 0, True), "noise": (float, 0, True), "eq": (float, 0, True), "num_spks": (int, 2, True),
     "rooms": (int, 0, True), "partial": (float, 0, True), "final_lr": (float, 0, True),
-    "solo": (float, 0, True),
+    "solo": (float, 0, True), "sequential": (float, 0, True),
 }
 _OPTIONAL = ("init", "threads", "max_minutes", "num_spks")
 _LISTS = ("train_dirs", "train_sets", "valid_dirs", "noise_dirs", "rir_dirs", "held_out_rirs")
@@ -204,7 +205,7 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
     unknown = sorted(set(cfg.model) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise MossepError(f"training option model: unknown model settings {unknown}")
-    for name in ("partial", "solo", "final_lr"):
+    for name in ("partial", "solo", "sequential", "final_lr"):
         if values.get(name, getattr(cfg, name)) > 1:
             raise bad(name, "must be at most 1")
     for name in ("bf16", "quiet", "random_polarity", "compile"):
@@ -442,7 +443,7 @@ class Trainer:
                 "cpu_hours": round(self.cpu_seconds / 3600, 3), "device": self.device.type,
                 "dynamic_mixing": {"gain_db": cfg.gain_db, "speed_perturb": cfg.speed_perturb,
                                    "random_polarity": cfg.random_polarity, "partial": cfg.partial,
-                                   "solo": cfg.solo,
+                                   "solo": cfg.solo, "sequential": cfg.sequential,
                                    "mixing": cfg.mixing, **({"speeds": cfg.speeds} if cfg.mixing == "device" else {})},
                 "schedule": cfg.schedule,
                 "hardware": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
@@ -533,9 +534,11 @@ class Trainer:
         torch.manual_seed(hash((cfg.seed, self.step, self.rank)) % (2**31))
         if cfg.partial:
             src_t = aug.turn_taking(src_t, gen, cfg.partial)
+        if cfg.sequential:
+            src_t = aug.sequential_turns(src_t, gen, cfg.sequential)
         if cfg.solo:
             src_t = aug.one_talker(src_t, gen, cfg.solo)
-        if cfg.reverb or cfg.noise or cfg.eq or cfg.partial or cfg.solo:
+        if cfg.reverb or cfg.noise or cfg.eq or cfg.partial or cfg.solo or cfg.sequential:
             mix_t, src_t = aug.augment_batch(src_t, gen, self.mcfg.sample_rate, cfg.reverb, cfg.eq, cfg.noise,
                                              tuple(cfg.snr_db), noise_kinds=cfg.noise_kinds, extra=extra,
                                              **self.scenes_kwargs())

@@ -59,6 +59,7 @@ def train(
     rir_dir: Optional[List[str]] = typer.Option(None, "--rir-dir", help="Folder of measured room impulse responses (repeatable; held_out_rirs: config file)."),
     partial: Optional[float] = typer.Option(None, help="Share of mixtures where one talker speaks over only part of the segment [0]."),
     solo: Optional[float] = typer.Option(None, help="Share of mixtures where one talker speaks alone; the other outputs are taught silence [0]."),
+    sequential: Optional[float] = typer.Option(None, help="Share of mixtures where two talkers speak one after the other, without overlap [0]."),
     mixing: Optional[str] = typer.Option(None, help="cpu, or device: mix on the training device (GPU); default cpu."),
     schedule: Optional[str] = typer.Option(None, help="plateau (halve on plateau) or cosine (over --max-minutes, else --steps); default plateau."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training forward (default off)."),
@@ -74,7 +75,7 @@ def train(
                  segment_seconds=segment_seconds, batch_size=batch_size, steps=steps, lr=lr, valid_every=valid_every,
                  checkpoint_every=checkpoint_every, seed=seed, device=device, threads=threads, max_minutes=max_minutes,
                  reverb=reverb, noise=noise, eq=eq, noise_dirs=noise_dir or None, rir_dirs=rir_dir or None,
-                 partial=partial, solo=solo, mixing=mixing, schedule=schedule, compile=compile_, quiet=quiet or None)
+                 partial=partial, solo=solo, sequential=sequential, mixing=mixing, schedule=schedule, compile=compile_, quiet=quiet or None)
     opts.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig(**opts)
     check_run_folder(cfg.out_dir, resume, overwrite)  # before the folder is created or anything replaced
