@@ -85,6 +85,16 @@ def other_output_db(est: np.ndarray) -> float:
     return max(db(e.min() / max(e.max(), 1e-30)), FLOOR_DB)
 
 
+def one_output_for_both(est: np.ndarray, src: np.ndarray) -> bool:
+    """Whether the parts where each talker speaks alone are both loudest in the same output (two voices taken
+    for one)."""
+    loudest = []
+    for k in range(2):
+        alone = (src[k] != 0) & (src[1 - k] == 0)
+        loudest.append(int(np.argmax(np.sum(est[:, alone].astype(np.float64) ** 2, axis=1))))
+    return loudest[0] == loudest[1]
+
+
 def turn_residue_db(est: np.ndarray, src: np.ndarray) -> float:
     """Where only one talker speaks: energy in the other output(s) relative to the talker's output (dB)."""
     est = est.astype(np.float64)
@@ -146,6 +156,7 @@ def main() -> None:
             outs = [sep.separate(m, rate) for m, _ in items]
             r[name] = [si_snr_improvement(o, s, m)["si_snri"] for o, (m, s) in zip(outs, items)]
             r[name + "_res"] = [turn_residue_db(o, s) for o, (_, s) in zip(outs, items)]
+            r[name + "_merged"] = [one_output_for_both(o, s) for o, (_, s) in zip(outs, items)]
         r["seconds"] = time.time() - t0
     print("| input | measure | step off: mean / median | step on: mean / median | on: worst | on: share at 30 dB |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
@@ -164,6 +175,11 @@ def main() -> None:
         d = on - off
         print(f"| {label} | SI-SNR{'i' if 'snr' not in key else ''} (dB) | {stats(off)} | {stats(on)} | "
               f"{on.min():.2f} | on - off: {d.mean():+.3f} (worst {d.min():+.2f}) |")
+    for key, label in (("overlap", "turns, 2 s overlap"), ("pause", "turns, 1 s pause"),
+                       ("short", "a 0.6-0.9 s word in a pause")):
+        off, on = (int(np.sum(rows[k][key + "_merged"])) for k in (False, True))
+        print(f"{label}: both talkers' lone parts loudest in one output in {off} (step off) / {on} (step on) "
+              f"of {len(long)} mixtures")
     print(f"seconds: off {rows[False]['seconds']:.0f}, on {rows[True]['seconds']:.0f}")
 
 
