@@ -121,6 +121,13 @@ def synthetic_noise(shape: tuple[int, int], sample_rate: int, gen: torch.Generat
     return torch.where(is_hum, mains, broadband)
 
 
+def _cut_where_heard(src: torch.Tensor, masked: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """`masked` for the mixtures in `which` [B] whose sources all keep more than 1 % of their energy (a cut that
+    would leave a short padded utterance silent is not made), `src` elsewhere. [B, C, T]."""
+    alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
+    return torch.where((which & alive)[:, None, None], masked, src)
+
+
 def turn_taking(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
     """Sources [B, C, T] where, in `share` of the mixtures, one talker speaks over only part of the segment
     (40-90 % of it, starting late or stopping early with a 50 ms fade), as in real conversations. A source
@@ -136,9 +143,7 @@ def turn_taking(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.
     c = torch.randint(0, C, (B,), device=d, generator=gen)
     mask = torch.ones(B, C, T, device=d, dtype=src.dtype)
     mask[torch.arange(B, device=d), c] = env.to(src.dtype)
-    masked = src * mask
-    alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
-    return torch.where((which & alive)[:, None, None], masked, src)
+    return _cut_where_heard(src, src * mask, which)
 
 
 def sequential_turns(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:
@@ -160,9 +165,7 @@ def sequential_turns(src: torch.Tensor, gen: torch.Generator, share: float) -> t
     rows = torch.arange(B, device=d)
     mask[rows, order[:, 0]] = first.to(src.dtype)
     mask[rows, order[:, 1]] = second.to(src.dtype)
-    masked = src * mask
-    alive = (masked.pow(2).mean(-1) > 1e-2 * src.pow(2).mean(-1)).all(-1)
-    return torch.where((which & alive)[:, None, None], masked, src)
+    return _cut_where_heard(src, src * mask, which)
 
 
 def one_talker(src: torch.Tensor, gen: torch.Generator, share: float) -> torch.Tensor:

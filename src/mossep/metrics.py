@@ -30,14 +30,17 @@ def pairwise_si_snr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def best_permutation(est: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Permutation-invariant SI-SNR. Returns (mean SI-SNR over sources [...], perm [..., C]) where
     est[..., perm[i], :] is matched to ref[..., i, :]."""
-    pair = pairwise_si_snr(est, ref)  # [..., Ce, Cr]
-    C = ref.shape[-2]
-    perms = torch.tensor(list(itertools.permutations(range(C))), device=est.device)  # [P, C]
-    # score[p] = mean_i pair[perms[p, i], i]
-    idx = torch.arange(C, device=est.device)
-    scores = pair[..., perms, idx].mean(-1)  # [..., P]
+    scores, perms = permutation_means(pairwise_si_snr(est, ref))
     best, which = scores.max(dim=-1)
     return best, perms[which]
+
+
+def permutation_means(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every assignment of estimates to references: pair [..., C_est, C_ref] (a score or cost per pair) ->
+    (means [..., P] over each permutation's pairs, perms [P, C]); means[p] = mean_i pair[perms[p, i], i]."""
+    C = pair.shape[-1]
+    perms = torch.tensor(list(itertools.permutations(range(C))), device=pair.device)  # [P, C]
+    return pair[..., perms, torch.arange(C, device=pair.device)].mean(-1), perms
 
 
 def pit_si_snr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -68,10 +71,7 @@ def pit_loss(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor, depth_db: 
     silent = ref.pow(2).sum(-1) < 10 ** (SILENT_REF_DB / 10) * mix.pow(2).sum(-1, keepdim=True)  # [B, Cr]
     quiet = silence_loss(est, mix.unsqueeze(-2), depth_db)  # [B, Ce]
     pair = torch.where(silent.unsqueeze(-2), quiet.unsqueeze(-1), pair)
-    C = ref.shape[-2]
-    perms = torch.tensor(list(itertools.permutations(range(C))), device=est.device)  # [P, C]
-    cost = pair[..., perms, torch.arange(C, device=est.device)].mean(-1)  # [B, P]
-    return cost.min(-1).values.mean()
+    return permutation_means(pair)[0].min(-1).values.mean()
 
 
 def si_snr_improvement(est: np.ndarray, ref: np.ndarray, mix: np.ndarray) -> dict[str, float | list[int]]:
