@@ -33,6 +33,7 @@ from .errors import MossepError, reason
 from .fsutil import atomic_path
 from .metrics import best_permutation, pit_loss, si_snr
 from .models import ModelConfig, build_model, preset
+from .models.grow import deepen
 
 
 @dataclass
@@ -212,6 +213,8 @@ def checked_config(cfg: TrainConfig) -> TrainConfig:
         if not isinstance(getattr(cfg, name), bool):
             raise bad(name, "expected true or false")
     out = replace(cfg, **values)
+    if cfg.init and set(cfg.model) - {"num_blocks"}:
+        raise bad("model", "with init the model is the checkpoint's; only num_blocks may be given (to deepen it)")
     if not cfg.init:
         try:
             model_config(out)
@@ -334,6 +337,13 @@ class Trainer:
                 raise MossepError(f"{cfg.init}: separates {loaded.config.num_spks} talkers, not --num-spks {cfg.num_spks}")
             self.model = loaded.model
             self.init_note = f"fine-tuned from {cfg.init} ({loaded.source})"
+            blocks = cfg.model.get("num_blocks", loaded.config.num_blocks)
+            if blocks != loaded.config.num_blocks:
+                try:
+                    self.model = deepen(loaded.model, blocks, seed=cfg.seed)
+                except (TypeError, ValueError) as e:
+                    raise MossepError(f"{cfg.init}: training option model.num_blocks: {e}") from None
+                self.init_note += f", deepened from {loaded.config.num_blocks} to {blocks} blocks (new ones start as the identity)"
         else:
             torch.manual_seed(cfg.seed)
             self.model = build_model(model_config(cfg))
