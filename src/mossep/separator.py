@@ -181,6 +181,11 @@ class Separator:
                 raise MossepError("fast mode is not available") from None
             # convert in place a model loaded here (no second copy of the weights); copy one the caller passed in
             net = make_fast(net, copy=isinstance(model, LoadedModel))
+        elif self.device.type == "cpu" and backend == "torch" and not self.raw:
+            from .fast import onednn_linear_available, pack_linears
+
+            if onednn_linear_available():  # exact float32, prepacked linear layers (summation order only differs)
+                net = pack_linears(net, copy=isinstance(model, LoadedModel))
         self.model = net
         self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
         self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
