@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--conditions", nargs="+", default=list(sc.CONDITIONS), choices=sc.CONDITIONS)
     p.add_argument("--passes", type=int, default=None, help="default: the checkpoint's recommendation")
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--noisy-model", default=None, help="model for chunks that sound noisy or reverberant "
+                   "(mossep.gate); `none`: off; default: the checkpoint's recommendation")
     p.add_argument("--cache", default=None, help="room bank cache folder (default: the recipe's data_cache)")
     p.add_argument("--valid-rooms", type=int, default=sc.SceneConfig.valid_rooms, help=argparse.SUPPRESS)  # tests
     p.add_argument("--json", type=Path, default=None, help="also write the means here")
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
-    sep = Separator(load_checkpoint(a.model), device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener)
+    noisy = False if a.noisy_model == "none" else a.noisy_model
+    sep = Separator(load_checkpoint(a.model), device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener,
+                    noisy_model=noisy)
     rate = sep.sample_rate
     cfg, valid_dirs = scene_config(a.recipe, a.cache, a.valid_rooms)
     t0 = time.time()
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{a.count} mixtures of {a.seconds:g} s per condition (held-out speakers: "
           f"{', '.join(Path(s).name for s in valid_dirs)}; built in {time.time() - t0:.0f} s); model "
           f"{a.model or 'default'}; {sep.passes} pass(es), Wiener post-filter {'on' if sep.wiener else 'off'}; "
+          f"noisy-room model {sep.noisy_loaded.path if sep.noisy_loaded else 'none'} below {sep.noisy_below_db:g} dB; "
           f"{a.threads} thread(s)")
     print("command: python benchmarks/bench_realistic.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])))
     print()

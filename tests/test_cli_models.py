@@ -206,4 +206,4 @@ def test_shared_options_are_defined_once():
             if isinstance(opt, typer.models.OptionInfo) and opt.param_decls and opt.param_decls[0] in shared:
                 assert opt is shared[opt.param_decls[0]], (cmd.callback.__name__, opt.param_decls[0])
                 seen += 1
-    assert seen == 32  # separate and batch 10 each, evaluate 9, info, convert and export 1 each
+    assert seen == 35  # separate and batch 11 each, evaluate 10, info, convert and export 1 each

@@ -63,11 +63,10 @@ def test_view_signs():
 
 
 def test_recommended_settings_read_checkpoint_metadata():
-    plain = {"passes": 1, "wiener": False, "solo": None}
+    plain = {"passes": 1, "wiener": False, "solo": None, "noisy_model": None, "noisy_below_db": 15.0}
     assert recommended_settings(None) == plain
     assert recommended_settings({}) == plain
-    assert recommended_settings({"inference": {"passes": 2, "wiener": True}}) == {"passes": 2, "wiener": True,
-                                                                                 "solo": None}
+    assert recommended_settings({"inference": {"passes": 2, "wiener": True}}) == {**plain, "passes": 2, "wiener": True}
     # invalid values fall back to the plain settings
     assert recommended_settings({"inference": {"passes": 7, "wiener": "yes"}}) == plain
     assert recommended_settings({"inference": {"passes": "2", "wiener": 1}}) == plain

@@ -30,7 +30,8 @@ CLEAN = {"item10": (10.03, 9.2), "item28": (8.28, 7.5)}  # default: 13.17 / 11.9
 
 @pytest.fixture(scope="module")
 def separators() -> dict[str, Separator]:
-    return {name: Separator(name, device="cpu") for name in ("default", "robust")}
+    # "default": the clean-speech network alone (the shipped default hands noisy chunks to robust: "shipped")
+    return {"default": Separator("default", device="cpu", noisy_model=False), "robust": Separator("robust", device="cpu")}
 
 
 def _clip(item: str) -> tuple[np.ndarray, int]:
@@ -95,3 +96,16 @@ def test_robust_still_separates_clean_speech(separators, item):
     measured, floor = CLEAN[item]
     score = _score(separators["robust"], mix, ref)
     assert score > floor, f"{item}: SI-SNRi {score:.2f} dB, measured {measured} dB when committed"
+
+
+def test_the_shipped_default_hands_restaurant_noise_to_robust_and_keeps_clean_speech(separators):
+    """The default model recommends robust for chunks that sound noisy (mossep.gate): in the restaurant noise it
+    gives robust's separation, on the clean fixtures its own network's, and the measured room, whose pauses stay
+    deep, keeps the clean-speech network too."""
+    shipped = Separator("default", device="cpu")
+    assert shipped.noisy_loaded.path == bundled_model_path("robust") and shipped.noisy_below_db == 15.0
+    for item in ITEMS:
+        mix, _ = _in_noise(item)
+        np.testing.assert_allclose(shipped.separate(mix, 8000), separators["robust"].separate(mix, 8000), atol=1e-5)
+        mix, _ = _in_room(item)
+        np.testing.assert_allclose(shipped.separate(mix, 8000), separators["default"].separate(mix, 8000), atol=1e-5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import string
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -21,10 +22,12 @@ import torch
 from .audio import (InputAudio, SpeakerSink, StreamResampler, check_channel, check_finite, check_output_format,
                     check_writable_dir, open_input, read_mono_blocks, resample_blocks, resampled_length)
 from .checkpoints import LoadedModel, load_checkpoint
+from .hub import is_bundled
 from .chunking import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, OverlapAdd, is_regular, plan_chunks)
 from .ensemble import MAX_PASSES, merge_views, view_signs
 from .errors import MossepError
 from .fsutil import check_output_file, existing_outputs, remove_stale_temps, removing_new_dirs_on_error
+from .gate import NOISY_BELOW_DB, sounds_noisy
 from .hum import without_hum
 from .official_pipelines import OFFICIAL_FORMATS, for_checkpoint
 from .level import to_model_level, training_level_dbfs
@@ -100,16 +103,20 @@ def whole_rate(rate, what: str = "sample rate") -> int:
 
 def recommended_settings(metadata: dict | None) -> dict:
     """Inference settings a checkpoint's metadata recommends ("inference": {"passes": 2, "wiener": true,
-    "solo": false}), falling back to 1 pass, no post-filter and no say on the one-voice step (None) for anything
-    absent or invalid."""
+    "solo": false, "noisy_model": "robust", "noisy_below_db": 15}), falling back to 1 pass, no post-filter, no say
+    on the one-voice step (None) and no noisy-room model (None) for anything absent or invalid. A noisy-room model
+    must be one of the models bundled with mossep (a file's metadata never makes mossep fetch anything)."""
     rec = (metadata or {}).get("inference")
     rec = rec if isinstance(rec, dict) else {}  # a file's metadata is untrusted: a list or string here is ignored
     passes = rec.get("passes", 1)
     wiener = rec.get("wiener", False)
     solo = rec.get("solo")
+    noisy, below = rec.get("noisy_model"), rec.get("noisy_below_db", NOISY_BELOW_DB)
     return {"passes": passes if type(passes) is int and 1 <= passes <= MAX_PASSES else 1,
             "wiener": wiener if isinstance(wiener, bool) else False,
-            "solo": solo if isinstance(solo, bool) else None}
+            "solo": solo if isinstance(solo, bool) else None,
+            "noisy_model": noisy if isinstance(noisy, str) and is_bundled(noisy) else None,
+            "noisy_below_db": float(below) if type(below) in (int, float) and 0 < below < 100 else NOISY_BELOW_DB}
 
 
 class OutputFiles(list):
@@ -120,6 +127,21 @@ class OutputFiles(list):
         super().__init__(paths)
         self.report = report
         self.speech, self.speech_seconds = report.speech, report.seconds
+
+
+@dataclass
+class ChunkCount:
+    """How many of a recording's chunks went to the noisy-room model (mossep.gate), of how many."""
+    noisy: int = 0
+    total: int = 0
+
+
+@dataclass
+class Network:
+    """A network and how it is run on each chunk: its input polarities (passes) and the post-filter."""
+    model: Callable[[torch.Tensor], torch.Tensor]
+    signs: list[float]
+    wiener: bool
 
 
 class Separator:
@@ -141,7 +163,10 @@ class Separator:
     voice speaks alone, give its output the mixture and the other outputs silence (mossep.solo); None = on for
     mossep's own checkpoints (where it was measured), off for official ones; always off with raw. backend:
     "torch", or "onnx": the network runs in onnxruntime (exported once into the cache folder and checked against
-    PyTorch, mossep.export; CPU, exact mode only).
+    PyTorch, mossep.export; CPU, exact mode only). noisy_model: a second model (same rate and talkers) for the
+    chunks that sound noisy or reverberant (mossep.gate: frame-energy range below noisy_below_db), run with its
+    own recommended passes and post-filter unless passes/wiener are given; None = the checkpoint's
+    recommendation (the default model names the bundled `robust`), False = none; never with raw.
     """
 
     def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
@@ -149,7 +174,8 @@ class Separator:
                  threads: int | None = None, fast: bool = False, model_rate: int | None = None,
                  batch_size: int | None = None, passes: int | None = None, wiener: bool | None = None,
                  track_speakers: bool | None = None, remove_hum: bool = True, raw: bool = False,
-                 solo: bool | None = None, backend: str = "torch"):
+                 solo: bool | None = None, backend: str = "torch",
+                 noisy_model: str | Path | LoadedModel | bool | None = None, noisy_below_db: float | None = None):
         if backend not in ("torch", "onnx"):
             raise MossepError(f"--backend must be torch or onnx, got {backend!r}")
         if backend == "onnx" and fast:
@@ -170,23 +196,10 @@ class Separator:
         if self.raw:
             chunk_seconds, passes, wiener, remove_hum = self._raw_settings(fast, chunk_seconds, passes, wiener)
             self.official = for_checkpoint(self.format, self.sample_rate)
-        net = self.loaded.model.to(self.device).eval()
-        if fast:
-            if self.device.type != "cpu":
-                raise MossepError("--fast is a CPU mode (bf16 or int8 mask net); on CUDA the default already runs "
-                                  "under bf16/fp16 autocast: drop --fast, or use --device cpu")
-            try:
-                from .fast import make_fast
-            except ImportError:
-                raise MossepError("fast mode is not available") from None
-            # convert in place a model loaded here (no second copy of the weights); copy one the caller passed in
-            net = make_fast(net, copy=isinstance(model, LoadedModel))
-        elif self.device.type == "cpu" and backend == "torch" and not self.raw:
-            from .fast import onednn_linear_available, pack_linears
-
-            if onednn_linear_available():  # exact float32, prepacked linear layers (summation order only differs)
-                net = pack_linears(net, copy=isinstance(model, LoadedModel))
-        self.model = net
+        if fast and self.device.type != "cpu":
+            raise MossepError("--fast is a CPU mode (bf16 or int8 mask net); on CUDA the default already runs "
+                              "under bf16/fp16 autocast: drop --fast, or use --device cpu")
+        self.model = self._network(self.loaded, fast, backend, threads, copy=isinstance(model, LoadedModel))
         self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
         self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
         sr = self.sample_rate
@@ -203,6 +216,7 @@ class Separator:
             raise MossepError(f"--overlap-seconds ({self.overlap_seconds}) must be shorter than --chunk-seconds "
                               f"({self.chunk_seconds})")
         rec = recommended_settings(self.loaded.metadata)
+        given_passes, given_wiener = passes, wiener  # for the noisy-room model: its own recommendation unless given
         passes = rec["passes"] if passes is None else passes
         try:
             self.signs = view_signs(passes)  # the input polarity of each pass
@@ -222,9 +236,53 @@ class Separator:
         if self.device.type == "cuda" and not self.raw:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.backend = backend
+        if noisy_model is True:
+            raise MossepError("noisy_model: give a model (name, path or LoadedModel), False for none, or None")
+        noisy = rec["noisy_model"] if noisy_model is None else noisy_model
+        self.noisy_below_db = rec["noisy_below_db"] if noisy_below_db is None else float(noisy_below_db)
+        if not 0 < self.noisy_below_db < 100:
+            raise MossepError(f"noisy_below_db must be between 0 and 100 dB, got {noisy_below_db}")
+        self.noisy_loaded = None
+        if noisy is not False and noisy is not None and not self.raw:
+            self.noisy_loaded = noisy if isinstance(noisy, LoadedModel) else load_checkpoint(noisy, sample_rate=model_rate)
+            got = self.noisy_loaded.config
+            if (got.sample_rate, got.num_spks) != (self.sample_rate, self.num_speakers):
+                raise MossepError(f"{self.noisy_loaded.path}: the noisy-room model separates {got.num_spks} talkers at "
+                                  f"{got.sample_rate} Hz; the model separates {self.num_speakers} at {self.sample_rate}")
         if backend == "onnx":  # last: every option is checked before a first use exports the model
+            self.model = self._network(self.loaded, fast, backend, threads, copy=False, export=True)
+        self.noisy = None
+        if self.noisy_loaded is not None:
+            nrec = recommended_settings(self.noisy_loaded.metadata)
+            self.noisy = Network(self._network(self.noisy_loaded, fast, backend, threads,
+                                               copy=isinstance(noisy, LoadedModel), export=True),
+                                 view_signs(nrec["passes"] if given_passes is None else self.passes),
+                                 bool(nrec["wiener"] if given_wiener is None else given_wiener))
+
+    def _network(self, loaded: LoadedModel, fast: bool, backend: str, threads: int | None, copy: bool,
+                 export: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`loaded`'s network as this separator runs it: in bf16 (fast), with prepacked float32 linear layers
+        (exact, on a CPU), or in onnxruntime (backend onnx; only with `export`: the first use exports and checks
+        the model, so that comes after every option is checked). copy: leave loaded.model as it is (a model the
+        caller passed in); otherwise it is converted in place (no second copy of the weights)."""
+        if backend == "onnx":
+            if not export:
+                return loaded.model.to(self.device).eval()
             from .export import OnnxNetwork
-            self.model = OnnxNetwork(self.loaded, threads=threads or torch.get_num_threads(), note=log.info)
+            return OnnxNetwork(loaded, threads=threads or torch.get_num_threads(), note=log.info)
+        net = loaded.model.to(self.device).eval()
+        if fast:
+            try:
+                from .fast import make_fast
+            except ImportError:
+                raise MossepError("fast mode is not available") from None
+            return make_fast(net, copy=copy)
+        if self.device.type == "cpu" and not self.raw:
+            from .fast import onednn_linear_available, pack_linears
+
+            if onednn_linear_available():  # exact float32, prepacked linear layers (summation order only differs)
+                return pack_linears(net, copy=copy)
+        return net
 
     @staticmethod
     def _raw_settings(fast: bool, chunk_seconds, passes, wiener) -> tuple:
@@ -244,13 +302,14 @@ class Separator:
         return int(self.config.num_spks)
 
     # -- the engine ---------------------------------------------------------------------------------------
-    def _run_model(self, x: torch.Tensor) -> np.ndarray:
+    def _run_model(self, x: torch.Tensor, model: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+        model = self.model if model is None else model
         with torch.inference_mode():
             if self.amp_dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-                    y = self.model(x)
+                    y = model(x)
             else:
-                y = self.model(x)
+                y = model(x)
         return y.float().cpu().numpy().astype(np.float64)
 
     def _clean(self, chunk: np.ndarray) -> np.ndarray:
@@ -260,27 +319,51 @@ class Separator:
         x = chunk - chunk.mean(dtype=np.float64)
         return (without_hum(x, self.sample_rate) if self.remove_hum else x).astype(np.float32)
 
-    def _forward(self, audios: np.ndarray) -> np.ndarray:
+    def _forward(self, audios: np.ndarray, net: Network | None = None) -> np.ndarray:
         """[B, L] float32 -> [B, C, L] float64: one model pass per view (merged by mossep.ensemble), then the
         optional post-filter (mossep.postfilter). Each row is run at the training level (mossep.level) and the
-        estimates returned at the row's own level."""
+        estimates returned at the row's own level. net: the noisy-room network (default: the model)."""
         if self.raw:
             net = lambda x: torch.from_numpy(self._run_model(x.to(self.device)))  # noqa: E731
             return np.stack([self.official(net, a) for a in np.asarray(audios, np.float32)]).astype(np.float64)
         audios, gains = to_model_level(audios, training_level_dbfs(self.num_speakers))
         x = torch.from_numpy(audios).to(self.device)
-        views = [self._run_model(x if sign > 0 else -x) for sign in self.signs]  # merge_views fixes the signs
+        net = net or Network(self.model, self.signs, self.wiener)
+        views = [self._run_model(x if sign > 0 else -x, net.model) for sign in net.signs]  # merge_views fixes signs
         est = views[0] if len(views) == 1 else np.stack(
             [merge_views([v[b] for v in views], audios[b]) for b in range(len(audios))])
-        if self.wiener:
+        if net.wiener:
             est = np.stack([post_filter(e, a, self.sample_rate) for e, a in zip(est, audios)])
         return est / gains[:, None, None]
 
+    def _separate_chunks(self, chunks: list[np.ndarray], count: ChunkCount | None) -> list[np.ndarray]:
+        """Each chunk [L] through the network it sounds like it needs (mossep.gate): [C, L] float64 each."""
+        noisy = [self.noisy is not None and sounds_noisy(a, self.sample_rate, self.noisy_below_db) for a in chunks]
+        if count is not None:
+            count.noisy += sum(noisy)
+            count.total += len(chunks)
+        out: list[np.ndarray] = [np.empty(0)] * len(chunks)
+        for which, net in ((False, None), (True, self.noisy)):
+            idx = [i for i, n in enumerate(noisy) if n == which]
+            if idx:
+                forward = self._forward if net is None else (lambda a, net=net: self._forward(a, net))
+                est = forward(np.stack([chunks[i] for i in idx]))
+                if not np.all(np.isfinite(est)):  # never passed on: no output may hold NaN or infinity
+                    raise MossepError("the model's output is NaN or infinite (a broken checkpoint?); nothing was "
+                                      "written")
+                for i, e in zip(idx, est):
+                    if self.solo:  # one voice alone: its output takes the mixture, the others silence
+                        e = reassign(e, chunks[i], self.sample_rate, lambda x: forward(x[None])[0])
+                    out[i] = e
+        return out
+
     def separate_stream(self, blocks: Iterable[np.ndarray], expected: int | None = None,
-                        progress: Progress | None = None, name: str = "input") -> Iterator[np.ndarray]:
+                        progress: Progress | None = None, name: str = "input",
+                        count: ChunkCount | None = None) -> Iterator[np.ndarray]:
         """Separate a stream of mono blocks at the model rate; yields finished [C, t] float32 blocks.
 
         Holds about one chunk (times the batch size) of audio at a time. expected: total samples (for progress).
+        count: adds how many chunks went to the noisy-room model, of how many.
         """
         sr, chunk, overlap = self.sample_rate, self.chunk, self.overlap
         hop = chunk - overlap
@@ -295,13 +378,11 @@ class Separator:
             # talker's (the network, trained on clean speech, lost 5 dB to an offset of -0.2 and 3.2 dB to hum
             # at -30 dBFS), and the outputs then carry none of them
             batch = [(s, self._clean(a)) for s, a in batch]
-            est = self._forward(np.stack([a for _, a in batch]))
-            if not np.all(np.isfinite(est)):  # never passed on: no output may hold NaN or infinity
-                raise MossepError(f"{name}: the model's output is NaN or infinite (a broken checkpoint?); "
-                                  "nothing was written")
+            try:
+                est = self._separate_chunks([a for _, a in batch], count)
+            except MossepError as e:
+                raise MossepError(f"{name}: {e}") from None
             for (s, a), e in zip(batch, est):
-                if self.solo:  # one voice alone: its output takes the mixture, the others silence
-                    e = reassign(e, a, sr, lambda x: self._forward(x[None])[0])
                 ola.add(s, e, a.astype(np.float64), first=s == 0, last=n_final is not None and s + len(a) == n_final)
             if progress is not None:
                 progress(ola.end / sr, total_s)
@@ -389,18 +470,21 @@ class Separator:
 
     def _pump(self, inp: InputAudio, sink: SpeakerSink, channel: int | None, out_rate: int,
               progress: Progress | None) -> SpeechReport:
-        """Separate `inp` into `sink`; returns which outputs carry speech (mossep.solo.SpeechMeter)."""
+        """Separate `inp` into `sink`; returns which outputs carry speech (mossep.solo.SpeechMeter) and how many
+        chunks the noisy-room model separated."""
         sr = self.sample_rate
         n_model = self._check_input(inp)
         blocks = resample_blocks(read_mono_blocks(inp, channel), inp.sample_rate, sr, expected=n_model)
         back = StreamResampler(sr, out_rate, self.num_speakers, expected=sink.expected)
         meter = SpeechMeter(self.num_speakers, out_rate)
-        for est in self.separate_stream(blocks, n_model, progress, inp.name):
+        count = ChunkCount() if self.noisy is not None else None
+        for est in self.separate_stream(blocks, n_model, progress, inp.name, count):
             meter.add(est := back.process(est.T).T)
             sink.write(est)
         meter.add(est := back.flush().T)
         sink.write(est)
-        return meter.report()
+        report = meter.report()
+        return report if count is None else replace(report, noisy_chunks=(count.noisy, count.total))
 
     def output_paths(self, input_path: str | Path, out_dir: str | Path, filename: str = DEFAULT_FILENAME,
                      fmt: str = "wav") -> list[Path]:

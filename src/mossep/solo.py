@@ -320,9 +320,11 @@ def speech_frames(power: np.ndarray, mean_power: float) -> np.ndarray:
 @dataclass(frozen=True)
 class SpeechReport:
     """Which outputs carry speech: speech[k] is True when output k has at least MIN_SPEECH_SECONDS of speech
-    frames (speech_frames); seconds[k] is how much."""
+    frames (speech_frames); seconds[k] is how much. noisy_chunks: (chunks the noisy-room model separated, all
+    chunks) where the separator has such a model (mossep.gate), else None."""
     speech: tuple[bool, ...]
     seconds: tuple[float, ...]
+    noisy_chunks: tuple[int, int] | None = None
 
 
 def speech_report(x: np.ndarray, sample_rate: int) -> SpeechReport:

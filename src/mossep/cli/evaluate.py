@@ -73,6 +73,7 @@ def evaluate(
     passes: Optional[int] = options.PASSES,
     wiener: Optional[bool] = options.WIENER,
     model_rate: Optional[int] = options.MODEL_RATE,
+    noisy_model: Optional[str] = options.NOISY_MODEL,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--csv files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
 ) -> None:
@@ -90,7 +91,7 @@ def evaluate(
 
         separator = Separator(model=model, device=device, chunk_seconds=chunk_seconds,
                               overlap_seconds=overlap_seconds, threads=threads, fast=fast, model_rate=model_rate,
-                              passes=passes, wiener=wiener)
+                              passes=passes, wiener=wiener, noisy_model=options.noisy_choice(noisy_model))
         loaded = separator.loaded
         settings = {"device": str(getattr(separator, "device", device)),  # as resolved, where the separator says
                     "chunk_seconds": getattr(separator, "chunk_seconds", chunk_seconds),

@@ -21,5 +21,13 @@ PASSES = typer.Option(None, "--passes", help="1: separate once; 2: also separate
 WIENER = typer.Option(None, "--wiener/--no-wiener", help="Re-take each speaker from the mixture through soft "
                       "time-frequency masks made from the model's estimates (removes artefacts of weaker models). "
                       "Default: what the checkpoint recommends (the bundled model: on), else off.")
+NOISY_MODEL = typer.Option(None, "--noisy-model", help="Model for the chunks that sound noisy or reverberant "
+                           "(a name or checkpoint, same rate and talkers as --model); `none`: --model for every "
+                           "chunk. Default: what the model recommends (the default model: the bundled `robust`).")
 BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run the network in onnxruntime (CPU, exact; "
                        "exported once into the cache folder, see `mossep export`; needs the onnx extra).")
+
+
+def noisy_choice(name: str | None) -> str | bool | None:
+    """--noisy-model: None (the model's recommendation), `none` (False: no noisy-room model) or a model."""
+    return False if name is not None and str(name).lower() == "none" else name

@@ -23,9 +23,11 @@ def describe(speech: SpeechReport, names: Sequence[str]) -> str:
     """One line: which outputs carry speech, e.g. 'speech in a_spk1.wav; silent: a_spk2.wav'."""
     live = [n for n, s in zip(names, speech.speech) if s]
     quiet = [n for n, s in zip(names, speech.speech) if not s]
+    noisy = speech.noisy_chunks
+    how = f"; noisy-room model for {noisy[0]} of {noisy[1]} chunks" if noisy and noisy[0] else ""
     if not live:
-        return "no speech found in any output"
-    return "speech in " + ", ".join(live) + ("; silent: " + ", ".join(quiet) if quiet else "")
+        return "no speech found in any output" + how
+    return "speech in " + ", ".join(live) + ("; silent: " + ", ".join(quiet) if quiet else "") + how
 
 
 def speech_of_files(paths: Sequence[Path]) -> SpeechReport | None:
@@ -60,6 +62,8 @@ class JsonReport:
         if speech is not None:
             entry["speech"] = list(speech.speech)
             entry["speech_seconds"] = list(speech.seconds)
+            if speech.noisy_chunks is not None:
+                entry["noisy_chunks"] = list(speech.noisy_chunks)
         if error is not None:
             entry["error"] = error
         self.files.append(entry)

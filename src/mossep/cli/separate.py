@@ -97,10 +97,10 @@ def _value(v: enum.Enum | str) -> str:
 
 
 def _load(model, model_rate, device, threads, fast, chunk, overlap, passes, wiener, track, dehum,
-          raw=False, solo=None, backend="torch") -> Separator:
+          raw=False, solo=None, backend="torch", noisy_model=None) -> Separator:
     return Separator(model=model, device=device, chunk_seconds=chunk, overlap_seconds=overlap, threads=threads,
                      fast=fast, model_rate=model_rate, passes=passes, wiener=wiener, track_speakers=track,
-                     remove_hum=dehum, raw=raw, solo=solo, backend=backend)
+                     remove_hum=dehum, raw=raw, solo=solo, backend=backend, noisy_model=options.noisy_choice(noisy_model))
 
 
 @app.command()
@@ -117,6 +117,7 @@ def separate(
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
     solo: Optional[bool] = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
+    noisy_model: Optional[str] = options.NOISY_MODEL,
 ) -> None:
     """Separate each INPUT into one file per speaker ({stem}_spk1.wav, {stem}_spk2.wav, ...)."""
     fmt, subtype = _value(fmt), _value(subtype)
@@ -135,7 +136,7 @@ def separate(
     report = JsonReport(json_path, overwrite)
     rep = Reporter(quiet)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
-                solo, backend)
+                solo, backend, noisy_model)
     # check every input and every output before writing anything
     owners: dict[Path, str] = {}
     for inp in inputs:
@@ -237,6 +238,7 @@ def batch(
     passes: Optional[int] = options.PASSES, wiener: Optional[bool] = options.WIENER,
     track: Optional[bool] = _TRACK, dehum: bool = _DEHUM, raw: bool = _RAW, quiet: bool = _QUIET,
     solo: Optional[bool] = SOLO_OPTION, json_path: Optional[Path] = JSON, backend: str = options.BACKEND,
+    noisy_model: Optional[str] = options.NOISY_MODEL,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Spread the files over a Ray cluster (mossep.cluster): `auto` or "
                                       "HOST:PORT joins one ($RAY_ADDRESS too); no value starts Ray on this "
@@ -273,11 +275,11 @@ def batch(
         separator_kwargs = dict(model=model, device=device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                                 threads=threads, fast=fast, model_rate=model_rate, passes=passes, wiener=wiener,
                                 track_speakers=track, remove_hum=dehum, raw=raw, solo=solo,
-                                backend=backend)
+                                backend=backend, noisy_model=options.noisy_choice(noisy_model))
         return batch_on_ray(rep, report, files, input_dir, output_dir, overwrite, how, separator_kwargs,
                             ray, ray_workers, ray_cpus, ray_gpus)
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
-                solo, backend)
+                solo, backend, noisy_model)
     output_names(filename, "name", sep.num_speakers, fmt, "wav")  # e.g. a template giving two talkers one name
     with removing_new_dirs_on_error([output_dir]):  # every file failed: no empty output folder is left
         check_writable_dir(output_dir)  # once the model loaded: a bad --model leaves no empty output folder

@@ -15,9 +15,9 @@ from typing import Any
 from ..errors import MossepError
 from . import cache
 from .download import HubError, host_of
-from .registry import BUNDLED, HUGGINGFACE, REGISTRY, ModelEntry, choose_files, lookup
+from .registry import BUNDLED, HUGGINGFACE, REGISTRY, ModelEntry, choose_files, is_bundled, lookup
 
-__all__ = ["REGISTRY", "ModelEntry", "Resolved", "resolve", "fetch", "lookup", "cached_record"]
+__all__ = ["REGISTRY", "ModelEntry", "Resolved", "resolve", "fetch", "lookup", "is_bundled", "cached_record"]
 
 
 @dataclass

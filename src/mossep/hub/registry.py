@@ -93,6 +93,12 @@ def parse_hub_id(spec: str) -> ModelEntry | None:
     return ModelEntry(spec, hub, repo, revision or DEFAULT_REVISION[hub])
 
 
+def is_bundled(name: str) -> bool:
+    """Whether `name` is one of the models shipped inside mossep (usable offline, never fetched)."""
+    entry = lookup(name)
+    return entry is not None and entry.hub == BUNDLED
+
+
 def lookup(spec: str) -> ModelEntry | None:
     """The entry a model spec names: a listed name (any case), a listed repository (`ORG/NAME` or its last
     part), or a full hub id; None when it is none of these."""
