@@ -503,9 +503,7 @@ class Separator:
         Outputs appear all together at the end, or not at all.
         """
         check_output_format(fmt, subtype)
-        paths = self.output_paths(input_path, out_dir, filename, fmt)
-        if len(set(paths)) != len(paths):
-            raise MossepError(f"--filename {filename!r}: gives the same name to several speakers")
+        paths = self.output_paths(input_path, out_dir, filename, fmt)  # distinct names (output_names checks)
         for p in paths:  # a folder in the way or a name too long fails now, not after the work
             check_output_file(p)
         inp = self._open(input_path, stdin, channel)
