@@ -211,7 +211,7 @@ def test_fixed_mixture_set_training(tmp_path, speaker_sets):
 
 def test_ddp_two_gloo_processes(tmp_path, speaker_sets):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "mossep", "train", "--size", "tiny", "--train-dir", str(speaker_sets[0]), "--valid-dir",
            str(speaker_sets[1]), "--segment-seconds", "0.5", "--batch-size", "2", "--steps", "3", "--valid-every", "3",
            "--device", "cpu", "-o", str(tmp_path / "ddp"), "--quiet"]
