@@ -114,7 +114,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
     torch.manual_seed(0)
-    cfg = preset(args.model)
+    size, _, arch = args.model.partition(":")
+    cfg = preset(size, arch=arch or "mossformer")
     model = build_model(cfg).eval()
     if args.mode == "fast":
         model = make_fast(model)
