@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--noisy-model", default=None, help="model for chunks that sound noisy or reverberant "
                    "(mossep.gate); `none`: off; default: the checkpoint's recommendation")
+    p.add_argument("--seed", type=int, default=sc.VALID_SET_SEED, help="draw of the sets (default: the one training "
+                   "validates on; another seed gives fresh mixtures of the same held-out speakers, noise and rooms)")
     p.add_argument("--cache", default=None, help="room bank cache folder (default: the recipe's data_cache)")
     p.add_argument("--valid-rooms", type=int, default=sc.SceneConfig.valid_rooms, help=argparse.SUPPRESS)  # tests
     p.add_argument("--json", type=Path, default=None, help="also write the means here")
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     rate = sep.sample_rate
     cfg, valid_dirs = scene_config(a.recipe, a.cache, a.valid_rooms)
     t0 = time.time()
-    sets = sc.fixed_sets(valid_dirs, rate, a.count, cfg, a.seconds, a.conditions)
-    print(f"{a.count} mixtures of {a.seconds:g} s per condition (held-out speakers: "
+    sets = sc.fixed_sets(valid_dirs, rate, a.count, cfg, a.seconds, a.conditions, seed=a.seed)
+    print(f"{a.count} mixtures of {a.seconds:g} s per condition, seed {a.seed} (held-out speakers: "
           f"{', '.join(Path(s).name for s in valid_dirs)}; built in {time.time() - t0:.0f} s); model "
           f"{a.model or 'default'}; {sep.passes} pass(es), Wiener post-filter {'on' if sep.wiener else 'off'}; "
           f"noisy-room model {sep.noisy_loaded.path if sep.noisy_loaded else 'none'} below {sep.noisy_below_db:g} dB; "
