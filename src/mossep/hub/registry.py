@@ -47,7 +47,8 @@ _STANDALONE = ("config.json", "pytorch_model.bin")  # the repos hold the weights
 REGISTRY: tuple[ModelEntry, ...] = (
     ModelEntry("default", BUNDLED, arch="MossFormer", sample_rate=8000, talkers=2, size="7 MB",
                licence="Apache-2.0", use="works offline on a fresh machine; clean 2-talker speech on a CPU, "
-               "weaker than the official models (10.8 dB SI-SNRi on Libri2Mix)"),
+               "weaker than the official models (10.8 dB SI-SNRi on Libri2Mix); hands the chunks that sound noisy "
+               "or reverberant to `robust`"),
     ModelEntry("robust", BUNDLED, arch="MossFormer", sample_rate=8000, talkers=2, size="7 MB",
                licence="Apache-2.0", use="works offline; noisy or reverberant 2-talker recordings: the default "
                "fine-tuned on real noise and rooms (+2.9 dB SI-SNRi in noise, +2.5 dB in noise and a room, -1.1 dB "
