@@ -123,6 +123,8 @@ def test_a_noisy_room_model_for_other_talkers_is_refused(tiny_model_path):
     three.config.num_spks = 3
     with pytest.raises(MossepError, match="noisy-room model separates 3 talkers at 8000 Hz"):
         Separator(oracle_model(), device="cpu", noisy_model=LoadedModel(three, "oracle", Path("three")))
+    with pytest.raises(MossepError, match="^--noisy-model: nope: model not found"):
+        Separator(oracle_model(), device="cpu", noisy_model="nope")
     with pytest.raises(MossepError, match="noisy_below_db"):
         Separator(oracle_model(), device="cpu", noisy_below_db=0)
 

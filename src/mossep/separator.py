@@ -244,7 +244,10 @@ class Separator:
             raise MossepError(f"noisy_below_db must be between 0 and 100 dB, got {noisy_below_db}")
         self.noisy_loaded = None
         if noisy is not False and noisy is not None and not self.raw:
-            self.noisy_loaded = noisy if isinstance(noisy, LoadedModel) else load_checkpoint(noisy, sample_rate=model_rate)
+            try:
+                self.noisy_loaded = noisy if isinstance(noisy, LoadedModel) else load_checkpoint(noisy, sample_rate=model_rate)
+            except MossepError as e:  # say which of the two models it is
+                raise MossepError(f"--noisy-model: {e}") from None
             got = self.noisy_loaded.config
             if (got.sample_rate, got.num_spks) != (self.sample_rate, self.num_speakers):
                 raise MossepError(f"{self.noisy_loaded.path}: the noisy-room model separates {got.num_spks} talkers at "
