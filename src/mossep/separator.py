@@ -327,8 +327,8 @@ class Separator:
         optional post-filter (mossep.postfilter). Each row is run at the training level (mossep.level) and the
         estimates returned at the row's own level. net: the noisy-room network (default: the model)."""
         if self.raw:
-            net = lambda x: torch.from_numpy(self._run_model(x.to(self.device)))  # noqa: E731
-            return np.stack([self.official(net, a) for a in np.asarray(audios, np.float32)]).astype(np.float64)
+            run = lambda x: torch.from_numpy(self._run_model(x.to(self.device)))  # noqa: E731
+            return np.stack([self.official(run, a) for a in np.asarray(audios, np.float32)]).astype(np.float64)
         audios, gains = to_model_level(audios, training_level_dbfs(self.num_speakers))
         x = torch.from_numpy(audios).to(self.device)
         net = net or Network(self.model, self.signs, self.wiener)
