@@ -27,6 +27,7 @@ import torch
 from mossep import Separator
 from mossep import scenes as sc
 from mossep.checkpoints import load_checkpoint
+from mossep.gate import REVERB_KURTOSIS_BELOW
 from mossep.metrics import si_snr_improvement
 from mossep.train import TrainConfig
 
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{a.count} mixtures of {a.seconds:g} s per condition, seed {a.seed} (held-out speakers: "
           f"{', '.join(Path(s).name for s in valid_dirs)}; built in {time.time() - t0:.0f} s); model "
           f"{a.model or 'default'}; {sep.passes} pass(es), Wiener post-filter {'on' if sep.wiener else 'off'}; "
-          f"noisy-room model {sep.noisy_loaded.path if sep.noisy_loaded else 'none'} below {sep.noisy_below_db:g} dB; "
+          f"noisy-room model {sep.noisy_loaded.path if sep.noisy_loaded else 'none'} (mossep.gate: energy range below "
+          f"{sep.noisy_below_db:g} dB or LP residual kurtosis below {REVERB_KURTOSIS_BELOW:g}); "
           f"{a.threads} thread(s)")
     print("command: python benchmarks/bench_realistic.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])))
     print()

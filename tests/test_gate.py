@@ -17,7 +17,7 @@ from oracles import BandSplit, oracle_model, talkers
 
 from mossep.checkpoints import LoadedModel
 from mossep.errors import MossepError
-from mossep.gate import NOISY_BELOW_DB, energy_range_db, sounds_noisy
+from mossep.gate import NOISY_BELOW_DB, REVERB_KURTOSIS_BELOW, energy_range_db, lp_residual_kurtosis, sounds_noisy
 from mossep.separator import ChunkCount, Separator, recommended_settings
 
 SR = 8000
@@ -54,9 +54,28 @@ def test_the_range_ignores_level_and_digital_silence(gain_db, pad):
     assert energy_range_db(padded, SR) == pytest.approx(want, abs=0.5)
 
 
+def in_room(x: np.ndarray) -> np.ndarray:
+    """`x` through the measured seminar room of the test fixtures (held out from training)."""
+    rir, sr = sf.read(Path(__file__).parent / "fixtures" / "noise" / "seminar_room_clap_8k.flac", dtype="float64")
+    assert sr == SR
+    return np.convolve(x, rir)[: len(x)].astype(np.float32)
+
+
+def test_a_room_smears_the_prediction_residual_towards_gaussian():
+    x = speech()
+    dry, wet = lp_residual_kurtosis(x, SR), lp_residual_kurtosis(in_room(x), SR)
+    assert dry > 2 * REVERB_KURTOSIS_BELOW and wet < REVERB_KURTOSIS_BELOW
+    assert lp_residual_kurtosis(np.random.default_rng(0).standard_normal(SR), SR) == pytest.approx(0, abs=0.3)
+    assert lp_residual_kurtosis(3 * x, SR) == pytest.approx(dry, rel=1e-6)  # level does not matter
+    # the room alone leaves the pauses deep enough for the energy range; the residual tells
+    assert energy_range_db(in_room(x), SR) > NOISY_BELOW_DB and sounds_noisy(in_room(x), SR)
+    assert not sounds_noisy(x, SR)
+
+
 def test_too_little_sound_says_nothing():
     assert energy_range_db(np.zeros(SR, np.float32), SR) is None  # only digital silence
     assert energy_range_db(np.ones(100, np.float32), SR) is None  # under 8 frames
+    assert lp_residual_kurtosis(np.zeros(SR, np.float32), SR) is None
     assert not sounds_noisy(np.zeros(SR, np.float32), SR)
 
 
