@@ -28,38 +28,27 @@ REVERB_KURTOSIS_BELOW = 2.0  # a chunk whose LP residual is this close to Gaussi
 LP_ORDER = 10  # linear prediction order at 8 kHz (formants)
 
 
-def energy_range_db(x: np.ndarray, sample_rate: int) -> float | None:
-    """The 5th-to-95th percentile spread (dB) of the frame energies of mono `x` [T] in 32 ms frames, digital
-    silence left out; None when fewer than MIN_FRAMES frames are left."""
-    level = 10 * np.log10(np.mean(_frames(x, sample_rate) ** 2, axis=1) + 1e-20)
-    level = level[level > SILENT_DBFS]
+def _sounding_frames(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [F, n], their energies [F] in dB): `x` in whole 32 ms frames, digital silence left out."""
+    n = max(int(round(FRAME_SECONDS * sample_rate)), 1)
+    x = np.asarray(x, dtype=np.float64)
+    frames = x[: len(x) // n * n].reshape(-1, n)
+    level = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-20)
+    sounding = level > SILENT_DBFS
+    return frames[sounding], level[sounding]
+
+
+def _range_db(level: np.ndarray) -> float | None:
     if len(level) < MIN_FRAMES:
         return None
     low, high = np.percentile(level, [5, 95])
     return float(high - low)
 
 
-def _frames(x: np.ndarray, sample_rate: int) -> np.ndarray:
-    """[F, n]: `x` in whole 32 ms frames."""
-    n = max(int(round(FRAME_SECONDS * sample_rate)), 1)
-    x = np.asarray(x, dtype=np.float64)
-    return x[: len(x) // n * n].reshape(-1, n)
-
-
-def lp_residual_kurtosis(x: np.ndarray, sample_rate: int, order: int = LP_ORDER) -> float | None:
-    """The median excess kurtosis of the linear-prediction residual over the louder half of `x`'s 32 ms frames;
-    None when fewer than MIN_FRAMES frames carry sound.
-
-    Voiced speech recorded close leaves a residual of sparse glottal pulses (high kurtosis); a room's echoes and
-    noise smear them into something close to Gaussian (kurtosis near 0), a classic cue for reverberation.
-    """
-    frames = _frames(x, sample_rate)
-    power = np.mean(frames ** 2, axis=1)
-    frames = frames[10 * np.log10(power + 1e-20) > SILENT_DBFS]
+def _residual_kurtosis(frames: np.ndarray, level: np.ndarray, order: int) -> float | None:
     if len(frames) < MIN_FRAMES:
         return None
-    power = np.mean(frames ** 2, axis=1)
-    loud = frames[power >= np.median(power)]
+    loud = frames[level >= np.median(level)]
     window = np.hanning(loud.shape[1])
     a = librosa.lpc(loud * window, order=order, axis=-1)  # [F, order + 1], a[:, 0] = 1
     padded = np.pad(loud, ((0, 0), (order, 0)))
@@ -70,11 +59,28 @@ def lp_residual_kurtosis(x: np.ndarray, sample_rate: int, order: int = LP_ORDER)
     return float(np.median(kurtosis))
 
 
+def energy_range_db(x: np.ndarray, sample_rate: int) -> float | None:
+    """The 5th-to-95th percentile spread (dB) of the frame energies of mono `x` [T] in 32 ms frames, digital
+    silence left out; None when fewer than MIN_FRAMES frames are left."""
+    return _range_db(_sounding_frames(x, sample_rate)[1])
+
+
+def lp_residual_kurtosis(x: np.ndarray, sample_rate: int, order: int = LP_ORDER) -> float | None:
+    """The median excess kurtosis of the linear-prediction residual over the louder half of `x`'s 32 ms frames;
+    None when fewer than MIN_FRAMES frames carry sound.
+
+    Voiced speech recorded close leaves a residual of sparse glottal pulses (high kurtosis); a room's echoes and
+    noise smear them into something close to Gaussian (kurtosis near 0), a classic cue for reverberation.
+    """
+    return _residual_kurtosis(*_sounding_frames(x, sample_rate), order)
+
+
 def sounds_noisy(x: np.ndarray, sample_rate: int, below_db: float = NOISY_BELOW_DB,
                  kurtosis_below: float = REVERB_KURTOSIS_BELOW) -> bool:
     """Whether mono `x` sounds noisy or reverberant: its frame-energy range is below `below_db`, or its
     linear-prediction residual's kurtosis is below `kurtosis_below`."""
-    spread = energy_range_db(x, sample_rate)
+    frames, level = _sounding_frames(x, sample_rate)  # once, for both cues
+    spread = _range_db(level)
     if spread is None:
         return False
-    return spread < below_db or lp_residual_kurtosis(x, sample_rate) < kurtosis_below
+    return spread < below_db or _residual_kurtosis(frames, level, LP_ORDER) < kurtosis_below

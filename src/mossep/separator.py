@@ -199,7 +199,6 @@ class Separator:
         if fast and self.device.type != "cpu":
             raise MossepError("--fast is a CPU mode (bf16 or int8 mask net); on CUDA the default already runs "
                               "under bf16/fp16 autocast: drop --fast, or use --device cpu")
-        self.model = self._network(self.loaded, fast, backend, threads, copy=isinstance(model, LoadedModel))
         self.chunk_seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
         self.overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else float(overlap_seconds)
         sr = self.sample_rate
@@ -252,25 +251,23 @@ class Separator:
             if (got.sample_rate, got.num_spks) != (self.sample_rate, self.num_speakers):
                 raise MossepError(f"{self.noisy_loaded.path}: the noisy-room model separates {got.num_spks} talkers at "
                                   f"{got.sample_rate} Hz; the model separates {self.num_speakers} at {self.sample_rate}")
-        if backend == "onnx":  # last: every option is checked before a first use exports the model
-            self.model = self._network(self.loaded, fast, backend, threads, copy=False, export=True)
+        # last: every option is checked before the networks are converted (or, for onnx, first exported)
+        self.model = self._network(self.loaded, fast, backend, threads, copy=isinstance(model, LoadedModel))
         self.noisy = None
         if self.noisy_loaded is not None:
             nrec = recommended_settings(self.noisy_loaded.metadata)
             self.noisy = Network(self._network(self.noisy_loaded, fast, backend, threads,
-                                               copy=isinstance(noisy, LoadedModel), export=True),
+                                               copy=isinstance(noisy, LoadedModel)),
                                  view_signs(nrec["passes"] if given_passes is None else self.passes),
                                  bool(nrec["wiener"] if given_wiener is None else given_wiener))
 
-    def _network(self, loaded: LoadedModel, fast: bool, backend: str, threads: int | None, copy: bool,
-                 export: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _network(self, loaded: LoadedModel, fast: bool, backend: str, threads: int | None,
+                 copy: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """`loaded`'s network as this separator runs it: in bf16 (fast), with prepacked float32 linear layers
-        (exact, on a CPU), or in onnxruntime (backend onnx; only with `export`: the first use exports and checks
-        the model, so that comes after every option is checked). copy: leave loaded.model as it is (a model the
-        caller passed in); otherwise it is converted in place (no second copy of the weights)."""
+        (exact, on a CPU), or in onnxruntime (backend onnx: the first use exports and checks the model). copy:
+        leave loaded.model as it is (a model the caller passed in); otherwise it is converted in place (no
+        second copy of the weights)."""
         if backend == "onnx":
-            if not export:
-                return loaded.model.to(self.device).eval()
             from .export import OnnxNetwork
             return OnnxNetwork(loaded, threads=threads or torch.get_num_threads(), note=log.info)
         net = loaded.model.to(self.device).eval()
