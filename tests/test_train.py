@@ -266,3 +266,64 @@ def test_bad_config_values_are_one_line_errors_before_any_output(tmp_path, capsy
     assert e.value.code == 1 and len(lines) == 1 and lines[0].startswith("mossep: error: "), lines
     assert words in lines[0]
     assert not out.exists()
+
+
+def test_a_stop_during_validation_ends_it_and_the_resume_runs_it_first(tmp_path, speaker_sets, monkeypatch):
+    """SIGINT/SIGTERM in the middle of a validation (a minute on a CPU) must not wait for it: the step's state is
+    saved with the validation marked pending, and the resume runs that validation before training on, so the
+    log and the best checkpoint are those of an uninterrupted run."""
+    import signal
+    import mossep.train as tr
+
+    kw = dict(steps=4, valid_every=2, valid_count=12, checkpoint_every=1, speed_perturb=0.0)  # 2 batches of 8
+    full = Trainer(_cfg(tmp_path / "a", speaker_sets, **kw))
+    full.fit()
+
+    run = Trainer(_cfg(tmp_path / "b", speaker_sets, **kw))
+    real = tr.si_snri_per_mixture
+    calls = []
+
+    def interrupted(*a, **k):  # the signal arrives during the first batch of the step-2 validation
+        calls.append(run.step)
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "si_snri_per_mixture", interrupted)
+    result = run.fit()
+    assert result["interrupted"] and result["step"] == 2
+    assert calls == [2]  # stopped after the batch under way, not after all of them
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler before fit() is back
+    assert not (tmp_path / "b" / "run" / "best.safetensors").exists()  # no half-validated choice
+    monkeypatch.setattr(tr, "si_snri_per_mixture", real)
+
+    resumed = Trainer(_cfg(tmp_path / "b", speaker_sets, **kw))
+    resumed.resume()
+    assert resumed.step == 2 and resumed.pending_validation
+    resumed.fit()
+    assert [h["step"] for h in resumed.history] == [2, 4] == [h["step"] for h in full.history]
+    for a, b in zip(full.history, resumed.history):
+        assert a["si_snri"] == pytest.approx(b["si_snri"], abs=1e-9)
+    log = (tmp_path / "b" / "run" / "log.csv").read_text().splitlines()
+    assert sum(1 for line in log[1:] if line.split(",")[0] == "2" and line.split(",")[5]) == 1  # one step-2 score
+
+
+def test_a_second_stop_signal_stops_at_once_and_keeps_the_saved_state(tmp_path, speaker_sets, monkeypatch):
+    import signal
+    import mossep.train as tr
+
+    run = Trainer(_cfg(tmp_path, speaker_sets, steps=6, valid_every=100, checkpoint_every=2, speed_perturb=0.0))
+    real = run.train_step
+
+    def twice():  # both signals during step 3: the state saved last is step 2's
+        if run.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    monkeypatch.setattr(run, "train_step", twice)
+    with pytest.raises(KeyboardInterrupt):
+        run.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    saved = tr.torch_load_tensors(tmp_path / "run" / "last.pt")
+    assert saved["step"] == 2

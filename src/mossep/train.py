@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -282,13 +283,24 @@ def silence_depth(model: torch.nn.Module, talker: torch.Tensor, batch_size: int 
     return float(torch.cat(depths).double().mean())
 
 
+class ValidationStopped(Exception):
+    """A stop was asked for during a validation: it is left unfinished and run again on resume."""
+
+
 def validate(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]], device: torch.device,
-             batch_size: int = 8) -> dict[str, float]:
-    """Mean SI-SNR and SI-SNRi (best permutation) over fixed validation mixtures."""
+             batch_size: int = 8, stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Mean SI-SNR and SI-SNRi (best permutation) over fixed validation mixtures. stop: asked before each
+    batch; when it says yes, ValidationStopped is raised (a validation on the CPU can take a minute)."""
     mix = torch.from_numpy(np.stack([m for m, _ in items])).to(device)
     ref = torch.from_numpy(np.stack([s for _, s in items])).to(device)
-    scores, improvements = si_snri_per_mixture(model, mix, ref, batch_size)
-    return {"si_snr": float(scores.double().mean()), "si_snri": float(improvements.double().mean())}
+    scores, improvements = [], []
+    for i in range(0, len(mix), batch_size):
+        if stop is not None and stop():
+            raise ValidationStopped
+        s, d = si_snri_per_mixture(model, mix[i : i + batch_size], ref[i : i + batch_size], batch_size)
+        scores.append(s)
+        improvements.append(d)
+    return {"si_snr": float(torch.cat(scores).double().mean()), "si_snri": float(torch.cat(improvements).double().mean())}
 
 
 RUN_FILES = ("best.safetensors", "last.pt", "log.csv", "config.yaml")  # what a run writes into OUT_DIR
@@ -402,7 +414,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.cpu_seconds = 0.0  # process CPU time of the training steps, all threads, across resumes
-        self._stop = False
+        self.pending_validation = False  # a validation a stop left unfinished: run first on resume
+        self._stop = False  # asked to stop after the current step (first SIGINT/SIGTERM)
+        self._stop_now = False  # asked twice: stopped at once, the last saved state kept as it is
         if self.main:  # only once the options, model and data are known to be good
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +429,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
             "lr_scale": self.lr_scale, "best": self.best, "bad_validations": self.bad_validations,
             "train_seconds": self.train_seconds, "cpu_seconds": self.cpu_seconds, "model_config": self.mcfg.to_dict(), "history": self.history,
+            "pending_validation": self.pending_validation,
         }
 
     def save_state(self) -> None:
@@ -439,6 +454,7 @@ class Trainer:
             self.bad_validations, self.train_seconds = int(st["bad_validations"]), float(st["train_seconds"])
             self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
             self.history = list(st.get("history", []))
+            self.pending_validation = bool(st.get("pending_validation", False))
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise MossepError(f"{path}: training state is incomplete or damaged ({reason(e)})") from None
 
@@ -503,7 +519,7 @@ class Trainer:
         if not (self.main and (self.valid_items or self.valid_sets)):
             return None
         sets = {**({"clean": self.valid_items} if self.valid_items else {}), **self.valid_sets}
-        per = {c: validate(self.model, items, self.device) for c, items in sets.items()}
+        per = {c: validate(self.model, items, self.device, stop=lambda: self._stop) for c, items in sets.items()}
         # one condition: its scores; several: their means (the checkpoint choice), and each one's SI-SNRi
         scores = {k: float(np.mean([v[k] for v in per.values()])) for k in ("si_snri", "si_snr")}
         if len(per) > 1:
@@ -594,8 +610,40 @@ class Trainer:
     def scenes_kwargs(self) -> dict[str, Any]:
         return self.scenes.kwargs() if self.scenes else {}
 
-    def _request_stop(self, *_: Any) -> None:
-        self._stop = True
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """First SIGINT/SIGTERM: finish the current step (a validation under way is left for the resume), save
+        the state and return. A second one: stop at once, keeping the state saved last (at most
+        checkpoint_every steps old), through the handler that was there before (the CLI's: one line, 128 +
+        signal), else as KeyboardInterrupt."""
+        if not self._stop:
+            self._stop = True
+            if self.main:
+                print("stopping after this step and saving the training state (send the signal again to stop at "
+                      "once: the state saved last is kept)", file=sys.stderr, flush=True)
+            return
+        self._stop_now = True
+        old = self._old_handlers.get(signum)
+        if callable(old):
+            old(signum, frame)
+        raise KeyboardInterrupt
+
+    def _validate_or_leave_pending(self) -> dict[str, float] | None:
+        try:
+            scores = self._validate_and_keep_best()
+            self.pending_validation = False
+        except ValidationStopped:
+            self.pending_validation, scores = True, None
+        self._sync_lr_scale()
+        return scores
+
+    def _validation_row(self, scores: dict[str, float] | None) -> dict[str, Any]:
+        if not scores:
+            return {}
+        row = {"valid_si_snri": round(scores["si_snri"], 3), "valid_si_snr": round(scores["si_snr"], 3)}
+        row.update({f"valid_{c}": round(scores[c], 3) for c in scenes.CONDITIONS if c in scores})
+        if "solo_db" in scores:
+            row["valid_solo_db"] = round(scores["solo_db"], 2)
+        return row
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -603,11 +651,19 @@ class Trainer:
             with atomic_path(self.out / "config.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump({**asdict(cfg), "model_config": self.mcfg.to_dict()}, sort_keys=False))
         self._prepare_log()
-        old = signal.signal(signal.SIGINT, self._request_stop)
-        old_term = signal.signal(signal.SIGTERM, self._request_stop)
+        # stop cleanly on SIGINT/SIGTERM, unless they are ignored (a background job, nohup): then they stay so
+        self._old_handlers = {sig: old for sig in (signal.SIGINT, signal.SIGTERM)
+                              if (old := signal.getsignal(sig)) not in (signal.SIG_IGN, None)}
+        for sig in self._old_handlers:
+            signal.signal(sig, self._request_stop)
         start = self._fit_start = time.monotonic()
         losses: list[float] = []
         try:
+            if self.pending_validation:  # the validation of this step, left unfinished by a stop
+                row = self._validation_row(self._validate_or_leave_pending())
+                if row:
+                    self._log({"step": self.step, "hours": round(self.train_seconds / 3600, 4),
+                               "cpu_hours": round(self.cpu_seconds / 3600, 4), **row})
             while self.step < cfg.steps and not self._stop:
                 t0, c0 = time.monotonic(), time.process_time()
                 loss = self.train_step()
@@ -618,13 +674,7 @@ class Trainer:
                                        "hours": round(self.train_seconds / 3600, 4),
                                        "cpu_hours": round(self.cpu_seconds / 3600, 4)}
                 if self.step % cfg.valid_every == 0 or self.step == cfg.steps:
-                    scores = self._validate_and_keep_best()
-                    self._sync_lr_scale()
-                    if scores:
-                        row.update(valid_si_snri=round(scores["si_snri"], 3), valid_si_snr=round(scores["si_snr"], 3))
-                        row.update({f"valid_{c}": round(scores[c], 3) for c in scenes.CONDITIONS if c in scores})
-                        if "solo_db" in scores:
-                            row["valid_solo_db"] = round(scores["solo_db"], 2)
+                    row.update(self._validation_row(self._validate_or_leave_pending()))
                 if self.step % 10 == 0 or "valid_si_snri" in row:
                     row["loss"] = float(np.mean(losses[-10:]))
                     self._log(row)
@@ -635,8 +685,9 @@ class Trainer:
                 if cfg.max_minutes and time.monotonic() - start > cfg.max_minutes * 60:
                     break
         finally:
-            signal.signal(signal.SIGINT, old)
-            signal.signal(signal.SIGTERM, old_term)
-            self.save_state()
+            for sig, old in self._old_handlers.items():
+                signal.signal(sig, old)
+            if not self._stop_now:  # stopped at once: mid-step, so the state saved last is the one to keep
+                self.save_state()
         return {"step": self.step, "best_si_snri": self.best, "interrupted": self._stop,
                 "last_loss": float(np.mean(losses[-10:])) if losses else None}
