@@ -245,3 +245,22 @@ def test_grouped_time_conv_on_a_channels_last_view_equals_the_stored_conv2d(n_in
         assert rel_err(out, ref) < 1e-5
         out16 = grouped_time_conv(x.bfloat16(), conv.bfloat16())
         assert rel_err(out16.float(), ref) < 2e-2
+
+
+def test_narrow_depthwise_conv_returns_under_bf16_autocast():
+    """oneDNN's bf16 depthwise kernel never returns for 2-16 channels and 15+ taps (torch 2.13); bf16 autocast
+    (which `mossep train` uses on CPUs with native bf16) reaches that kernel from float32 inputs, so
+    depthwise_conv must run such a convolution in float32 there too. In a subprocess: a hang is a timeout."""
+    import subprocess
+    import sys
+    code = (
+        "import torch\n"
+        "from mossep.models.blocks import depthwise_conv\n"
+        "x = torch.randn(1, 400, 8).transpose(1, 2); w = torch.randn(8, 1, 17)\n"
+        "ref = depthwise_conv(x, w, 8)\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    y = depthwise_conv(x, w, 8)\n"
+        "assert y.dtype == torch.float32 and torch.equal(y, ref), (y.dtype, (y - ref).abs().max())\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

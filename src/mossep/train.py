@@ -1,6 +1,6 @@
 """Training and fine-tuning: PIT with negative SI-SNR, Adam with warm-up, decay on plateau, clipping.
 
-Runs on CPU or CUDA (bf16 autocast), single process or DistributedDataParallel under torchrun.
+Runs on CPU or CUDA (bf16 autocast where the device computes bf16 natively), single process or DistributedDataParallel under torchrun.
 Every step's data comes from a seeded generator (dynamic_mix.batch_rng), and every step seeds the
 dropout RNG from (seed, step, rank), so `resume` continues exactly where the run stopped.
 Outputs in OUT_DIR: last.pt (full training state), best.safetensors (best validation SI-SNRi,
@@ -31,6 +31,7 @@ from .checkpoints import load_checkpoint, save_native
 from .checkpoints.common import torch_load_tensors
 from .device_mix import DeviceMixer
 from .errors import MossepError, reason
+from .fast import bf16_is_native
 from .fsutil import atomic_path
 from .metrics import best_permutation, pit_loss, si_snr
 from .models import ModelConfig, build_model, preset
@@ -90,7 +91,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
-    bf16: bool = True  # autocast on CUDA
+    bf16: bool = True  # autocast where the device computes bf16 natively (CUDA; CPUs with avx512_bf16 or AMX)
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
     quiet: bool = False
 
@@ -414,6 +415,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.cpu_seconds = 0.0  # process CPU time of the training steps, all threads, across resumes
+        # bf16 autocast where the device multiplies bf16 natively: CUDA, CPUs with avx512_bf16 or AMX (on the
+        # 2-core dev CPU a step of the robust recipe took 1.3-1.4 s against 2.2 in float32)
+        self.bf16_native = bf16_is_native(self.device)
         self.pending_validation = False  # a validation a stop left unfinished: run first on resume
         self._stop = False  # asked to stop after the current step (first SIGINT/SIGTERM)
         self._stop_now = False  # asked twice: stopped at once, the last saved state kept as it is
@@ -590,7 +594,7 @@ class Trainer:
         return float(loss.detach())
 
     def _loss_and_backward(self, mix: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        use_bf16 = self.cfg.bf16 and self.bf16_native
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 est = self.forward(mix)

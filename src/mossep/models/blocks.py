@@ -55,11 +55,17 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch
     [B, C, 1, L] (oneDNN's channels-last depthwise kernel when x is a transposed [B, L, C]). [B, C, L'].
 
     oneDNN's bfloat16 kernel never returns for 2-16 channels and 15 or more taps (torch 2.13, avx512_bf16);
-    such narrow convolutions run in float32 (no published model is that narrow)."""
-    if x.dtype == torch.bfloat16 and 1 < x.shape[1] <= 16 and weight.shape[-1] >= 15:
-        return depthwise_conv(x.float(), weight.float(), padding).to(x.dtype)
+    such narrow convolutions run in float32, also under bf16 autocast (no published model is that narrow)."""
+    if 1 < x.shape[1] <= 16 and weight.shape[-1] >= 15 and (x.dtype == torch.bfloat16 or _bf16_autocast(x)):
+        with torch.autocast(x.device.type, enabled=False):
+            return depthwise_conv(x.float(), weight.float(), padding).to(x.dtype)
     y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, padding), groups=x.shape[1])
     return y.squeeze(2)
+
+
+def _bf16_autocast(x: torch.Tensor) -> bool:
+    kind = x.device.type
+    return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
 
 
 class ConvModule(nn.Module):
