@@ -241,13 +241,20 @@ def test_recipes_are_valid_configs_that_hold_out_the_same_rooms(data):
 
     root = Path(__file__).resolve().parents[1] / "recipes"
     loaded = {}
-    for name in ("robust-8k.yaml", "gpu-robust-8k.yaml", "gpu-default-8k.yaml"):
+    names = ("robust-8k.yaml", "robust-noisy-8k.yaml", "robust-deep-8k.yaml", "gpu-robust-8k.yaml",
+             "gpu-default-8k.yaml")
+    for name in names:
         opts = TrainConfig.from_file(root / name)
         cfg = replace(TrainConfig(**opts), train_dirs=[str(data / "train")], valid_dirs=[str(data / "valid")])
         loaded[name] = checked_config(cfg)
-    cpu, gpu = loaded["robust-8k.yaml"], loaded["gpu-robust-8k.yaml"]
-    for key in ("held_out_rirs", "rooms", "rt60", "snr_db", "reverb", "noise", "noise_kinds", "valid_conditions"):
+    first, cpu, gpu = loaded["robust-8k.yaml"], loaded["robust-noisy-8k.yaml"], loaded["gpu-robust-8k.yaml"]
+    for name in names[1:4]:  # every robust stage holds out what the first did
+        for key in ("held_out_rirs", "rooms", "rt60", "snr_db"):
+            assert getattr(loaded[name], key) == getattr(first, key), (name, key)
+    # the GPU stage is the CPU specialist's recipe on the device
+    for key in ("init", "reverb", "noise", "noise_kinds", "valid_conditions", "partial", "speeds"):
         assert getattr(cpu, key) == getattr(gpu, key), key
+    assert "clean" not in gpu.valid_conditions and gpu.init == "weights/robust.safetensors"
     assert gpu.mixing == "device" and loaded["gpu-default-8k.yaml"].mixing == "device" and cpu.mixing == "cpu"
 
 
