@@ -8,9 +8,10 @@
 #   cache/    the room banks (built here, seeded, with pyroomacoustics, which the device does not need then)
 #   whl/      wheels the device lacks: soundfile, soxr, and typer/rich for the `mossep` command
 # Usage, from the repository root:  bash recipes/gpu_prepare.sh
-# The tracked test fixtures (about 58 MB) do not fit beside it: as the earlier GPU sessions did, take them out of
-# the index for the device call (`git rm -r -q --cached tests/fixtures`) and put them back right after it
-# (`git reset -q tests/fixtures`), in a session where no one else commits meanwhile.
+# The tracked test fixtures (about 58 MB) and the CPU runs' resumable states under weights/training (about 50 MB)
+# do not fit beside it and are not needed there: as the earlier GPU sessions did with the fixtures, take them out
+# of the index for the device calls (`git rm -r -q --cached tests/fixtures weights/training`) and put them back
+# right after (`git reset -q tests/fixtures weights/training`), in a session where no one else commits meanwhile.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 S=../shared
@@ -46,5 +47,6 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --pla
   --platform manylinux_2_17_x86_64 -d $G/whl soundfile cffi pycparser soxr typer click rich shellingham \
   typing_extensions markdown-it-py mdurl pygments
 du -sh $G
-echo "working tree without the fixtures, plus $G:"
-git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/fixtures/' | du -ch --files0-from=- | tail -1
+echo "working tree without the fixtures and weights/training (what travels with each call besides its carry):"
+git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/fixtures/\|^weights/training/' \
+  | du -ch --files0-from=- | tail -1

@@ -6,8 +6,9 @@
 #
 # Prepare here first:  bash recipes/gpu_prepare.sh   (fills data_cache/gpu/, about 67 MB with the working tree's
 # 9: more than one call carries, so it travels in two calls, the second at once while the machine is warm; the
-# device keeps ignored files between calls). Take the test fixtures out of the index for both calls
-# (`git rm -r -q --cached tests/fixtures`, back with `git reset -q tests/fixtures`; see gpu_prepare.sh), then:
+# device keeps ignored files between calls). Take the test fixtures and weights/training out of the index for both
+# calls (`git rm -r -q --cached tests/fixtures weights/training`, back with `git reset -q tests/fixtures
+# weights/training`; see gpu_prepare.sh), then:
 #   call 1, carry [data_cache/gpu/cache, data_cache/gpu/noise, data_cache/gpu/whl], timeout_s 120:
 #       bash recipes/gpu_robust_8k.sh stage
 #   call 2 at once, carry [data_cache/gpu/corpus], timeout_s 600 (with 15 device minutes, of which starting,
