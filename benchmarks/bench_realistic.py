@@ -69,8 +69,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--noisy-model", default=None, help="model for chunks that sound noisy or reverberant "
                    "(mossep.gate); `none`: off; default: the checkpoint's recommendation")
-    p.add_argument("--seed", type=int, default=sc.VALID_SET_SEED, help="draw of the sets (default: the one training "
-                   "validates on; another seed gives fresh mixtures of the same held-out speakers, noise and rooms)")
+    p.add_argument("--seed", type=int, nargs="+", default=[sc.VALID_SET_SEED], help="draw of the sets (default: the "
+                   "one training validates on; another seed gives fresh mixtures of the same held-out speakers, noise "
+                   "and rooms); several seeds pool their draws (--count mixtures each)")
+    p.add_argument("--against", default=None, metavar="MODEL", help="also run MODEL the same way and report the paired "
+                   "difference per condition (model - MODEL: mean, its standard error, mixtures better / worse by "
+                   "more than 0.1 dB): whether a change is more than the draw's noise")
     p.add_argument("--cache", default=None, help="room bank cache folder (default: the recipe's data_cache)")
     p.add_argument("--valid-rooms", type=int, default=sc.SceneConfig.valid_rooms, help=argparse.SUPPRESS)  # tests
     p.add_argument("--json", type=Path, default=None, help="also write the means here")
@@ -79,13 +83,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(a.threads)
     noisy = False if a.noisy_model == "none" else a.noisy_model
-    sep = Separator(load_checkpoint(a.model), device="cpu", threads=a.threads, passes=a.passes, wiener=a.wiener,
-                    noisy_model=noisy)
+    make = lambda model: Separator(load_checkpoint(model), device="cpu", threads=a.threads,  # noqa: E731
+                                   passes=a.passes, wiener=a.wiener, noisy_model=noisy)
+    sep = make(a.model)
+    other = make(a.against) if a.against else None
     rate = sep.sample_rate
     cfg, valid_dirs = scene_config(a.recipe, a.cache, a.valid_rooms)
     t0 = time.time()
-    sets = sc.fixed_sets(valid_dirs, rate, a.count, cfg, a.seconds, a.conditions, seed=a.seed)
-    print(f"{a.count} mixtures of {a.seconds:g} s per condition, seed {a.seed} (held-out speakers: "
+    sets: dict[str, list] = {name: [] for name in a.conditions}
+    for seed in a.seed:
+        for name, items in sc.fixed_sets(valid_dirs, rate, a.count, cfg, a.seconds, a.conditions, seed=seed).items():
+            sets[name] += items
+    seeds = ", ".join(map(str, a.seed))
+    print(f"{a.count} mixtures of {a.seconds:g} s per condition and seed, seed {seeds} (held-out speakers: "
           f"{', '.join(Path(s).name for s in valid_dirs)}; built in {time.time() - t0:.0f} s); model "
           f"{a.model or 'default'}; {sep.passes} pass(es), Wiener post-filter {'on' if sep.wiener else 'off'}; "
           f"noisy-room model {sep.noisy_loaded.path if sep.noisy_loaded else 'none'} (mossep.gate: energy range below "
@@ -93,17 +103,37 @@ def main(argv: list[str] | None = None) -> dict:
           f"{a.threads} thread(s)")
     print("command: python benchmarks/bench_realistic.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:])))
     print()
-    print("| condition | SI-SNRi (dB) | median | output SI-SNR |")
-    print("| --- | ---: | ---: | ---: |")
-    means, t0 = {}, time.time()
+    if other is None:
+        print("| condition | SI-SNRi (dB) | median | output SI-SNR |")
+        print("| --- | ---: | ---: | ---: |")
+    else:
+        print(f"| condition | SI-SNRi (dB) | {a.against} | difference: mean +- standard error | better / worse |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+    means, diffs, t0 = {}, {}, time.time()
     for name in a.conditions:
         s = score(sep, sets[name], rate)
         means[name] = round(float(s[:, 0].mean()), 3)
-        print(f"| {name} | {s[:, 0].mean():.2f} | {np.median(s[:, 0]):.2f} | {s[:, 1].mean():.2f} |", flush=True)
+        if other is None:
+            print(f"| {name} | {s[:, 0].mean():.2f} | {np.median(s[:, 0]):.2f} | {s[:, 1].mean():.2f} |", flush=True)
+            continue
+        d = paired_difference(s[:, 0], score(other, sets[name], rate)[:, 0])
+        diffs[name] = d
+        print(f"| {name} | {s[:, 0].mean():.2f} | {s[:, 0].mean() - d['mean']:.2f} | {d['mean']:+.2f} +- "
+              f"{d['standard_error']:.2f} | {d['better']} / {d['worse']} |", flush=True)
     print(f"\n{time.time() - t0:.0f} s")
     if a.json:
-        a.json.write_text(json.dumps({"model": a.model or "default", "count": a.count, "si_snri": means}, indent=1))
-    return means
+        a.json.write_text(json.dumps({"model": a.model or "default", "count": a.count, "seeds": a.seed,
+                                      "si_snri": means, **({"against": a.against, "difference": diffs} if other else {})},
+                                     indent=1))
+    return {name: {"si_snri": means[name], **diffs[name]} for name in means} if other else means
+
+
+def paired_difference(x: np.ndarray, y: np.ndarray, tie_db: float = 0.1) -> dict:
+    """x - y per mixture: mean, standard error of the mean, and how many are better / worse by more than tie_db."""
+    d = np.asarray(x, np.float64) - np.asarray(y, np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean": round(float(d.mean()), 3), "standard_error": round(se, 3),
+            "better": int((d > tie_db).sum()), "worse": int((d < -tie_db).sum())}
 
 
 if __name__ == "__main__":

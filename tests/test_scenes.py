@@ -268,3 +268,23 @@ def test_realistic_benchmark_runs_end_to_end_with_a_tiny_model(data, tmp_path, t
     assert list(means) == list(sc.CONDITIONS) and all(np.isfinite(v) for v in means.values())
     out = capsys.readouterr().out
     assert "| both |" in out and "command: python benchmarks/bench_realistic.py --model" in out
+
+
+def test_realistic_benchmark_pools_seeds_and_compares_two_models_item_by_item(data, tmp_path, tiny_model_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"valid_dirs: [{data / 'valid'}]\nnoise_dirs: [{data / 'noise'}]\nrir_dirs: [{data / 'rirs'}]\n"
+                      f"held_out_rirs: [r2]\nrt60: [0.1, 0.3]\n")
+    bench = load_script("benchmarks/bench_realistic.py")
+    common = ["--recipe", str(recipe), "--count", "2", "--seconds", "1", "--passes", "1", "--no-wiener", "--cache",
+              str(tmp_path / "cache"), "--valid-rooms", "1", "--conditions", "clean", "noisy"]
+    one = [bench.main(["--model", str(tiny_model_path), "--seed", str(s), *common]) for s in (5, 6)]
+    pooled = bench.main(["--model", str(tiny_model_path), "--seed", "5", "6", *common])
+    for c in ("clean", "noisy"):  # two draws pooled: the mean of their means (equal counts)
+        assert pooled[c] == pytest.approx((one[0][c] + one[1][c]) / 2, abs=2e-3)
+    same = bench.main(["--model", str(tiny_model_path), "--against", str(tiny_model_path), "--seed", "5", "6", *common])
+    assert all(same[c]["mean"] == 0 and same[c]["better"] == same[c]["worse"] == 0 for c in ("clean", "noisy"))
+    assert "difference: mean +- standard error" in capsys.readouterr().out
+
+    d = bench.paired_difference([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.05])
+    assert d["mean"] == pytest.approx(1.4875, abs=1e-3) and d["better"] == 3 and d["worse"] == 0
+    assert d["standard_error"] == pytest.approx(np.std([0, 1, 2, 2.95], ddof=1) / 2, abs=1e-3)
