@@ -111,3 +111,34 @@ def test_the_shipped_default_hands_noise_and_the_room_to_robust_and_keeps_clean_
         clean = ref.sum(0)
         np.testing.assert_allclose(shipped.separate(clean, 8000), separators["default"].separate(clean, 8000),
                                    atol=1e-5)
+
+
+def test_the_cli_points_to_the_official_noisy_room_model_once_when_chunks_went_to_robust(tmp_path):
+    """`separate` and `batch` say once, after the per-file lines, that an official model is made for noisy,
+    reverberant recordings, when the bundled noisy-room model separated part of the input; not for clean input,
+    not when the user named the noisy-room model, not with --quiet."""
+    import subprocess
+    import sys
+
+    ins = tmp_path / "in"
+    ins.mkdir()
+    sf.write(ins / "room.wav", _in_room("item10")[0], 8000)
+    sf.write(ins / "noisy.wav", _in_noise("item28")[0], 8000)
+    sf.write(tmp_path / "clean.wav", _clip("item10")[0].sum(0), 8000)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mossep", *args], capture_output=True, text=True)
+
+    p = run("separate", str(ins / "room.wav"), str(ins / "noisy.wav"), "-o", str(tmp_path / "a"))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    hinted = [i for i, line in enumerate(lines) if "mossformer2-whamr-2spk" in line]
+    assert len(hinted) == 1 and hinted[0] == len(lines) - 1, p.stderr  # once, at the end, on one line
+    assert "noisy-room model for" in p.stderr
+    p = run("batch", str(ins), "-o", str(tmp_path / "b"))
+    assert p.returncode == 0 and p.stderr.count("mossformer2-whamr-2spk") == 1, p.stderr
+    for args in (("separate", str(tmp_path / "clean.wav"), "-o", str(tmp_path / "c")),
+                 ("separate", str(ins / "room.wav"), "-o", str(tmp_path / "d"), "--noisy-model", "robust"),
+                 ("separate", str(ins / "room.wav"), "-o", str(tmp_path / "e"), "--quiet")):
+        p = run(*args)
+        assert p.returncode == 0 and "mossformer2-whamr-2spk" not in p.stderr, (args, p.stderr)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import soundfile as sf
 import typer
@@ -28,6 +28,17 @@ def describe(speech: SpeechReport, names: Sequence[str]) -> str:
     if not live:
         return "no speech found in any output" + how
     return "speech in " + ", ".join(live) + ("; silent: " + ", ".join(quiet) if quiet else "") + how
+
+
+NOISY_HINT = ("parts of the input sounded noisy or reverberant and went to the bundled noisy-room model, which "
+              "separates such recordings only partly; where the network can be reached, --model "
+              "mossformer2-whamr-2spk (the official MossFormer2 trained on noisy, reverberant WHAMR! mixtures, "
+              "downloaded on first use) is made for them")
+
+
+def noisy_hint(reports: Iterable[SpeechReport | None]) -> str | None:
+    """NOISY_HINT when any of the files had a chunk separated by the noisy-room model, else None."""
+    return NOISY_HINT if any(r is not None and r.noisy_chunks and r.noisy_chunks[0] for r in reports) else None
 
 
 def speech_of_files(paths: Sequence[Path]) -> SpeechReport | None:

@@ -20,7 +20,7 @@ from ..fsutil import existing_outputs, remove_stale_temps, removing_new_dirs_on_
 from ..separator import DEFAULT_FILENAME, Separator, output_names
 from ..tracking import TRACK_SPEAKERS
 from . import options
-from .report import JSON, SOLO_OPTION, JsonReport, describe, speech_of_files
+from .report import JSON, SOLO_OPTION, JsonReport, describe, noisy_hint, speech_of_files
 from .app import app
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf",
@@ -63,8 +63,9 @@ _DEHUM = typer.Option(True, "--dehum/--no-dehum", help="Take a steady 50/60 Hz m
 class Reporter:
     """Progress bars and notes on stderr (nothing at all with quiet)."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, noisy_hint: bool = False):
         self.quiet = quiet
+        self.noisy_hint = noisy_hint  # point to the official noisy-room model when chunks went to the bundled one
         self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
@@ -72,8 +73,8 @@ class Reporter:
                                  disable=quiet or not self.console.is_terminal)  # no bars in logs or pipes
 
     def note(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(f"mossep: {message}", markup=False, highlight=False)
+        if not self.quiet:  # one line however long (a wrapped path cannot be grepped from a log)
+            self.console.print(f"mossep: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
         self.console.print(f"mossep: error: {message}", markup=False, highlight=False, soft_wrap=True)
@@ -134,7 +135,7 @@ def separate(
     if stdout and sys.stdout is None:  # started with stdout closed (`>&-`)
         raise MossepError("--stdout: standard output is closed")
     report = JsonReport(json_path, overwrite)
-    rep = Reporter(quiet)
+    rep = Reporter(quiet, noisy_hint=noisy_model is None)  # a model the user named is the user's choice
     sep = _load(model, model_rate, device, threads, fast, chunk_seconds, overlap_seconds, passes, wiener, track, dehum, raw,
                 solo, backend, noisy_model)
     # check every input and every output before writing anything
@@ -155,6 +156,7 @@ def separate(
             if p in existing:
                 raise MossepError(f"{p}: already exists (use --overwrite)")
     _conversion_notes(sep, rep)
+    speeches: list = []
     with rep.progress:
         for inp in inputs:
             with rep.file_task(Path(inp).name if inp != STDIN else "<stdin>") as update:
@@ -165,6 +167,7 @@ def separate(
                     names = [f"channel {k}" for k in range(1, sep.num_speakers + 1)]
                     rep.note(f"{inp} -> stdout: {describe(speech, names)}")
                     report.add(inp, None, speech)
+                    speeches.append(speech)
                 else:
                     paths = sep.separate_file(inp, output_dir, filename=filename, fmt=fmt, subtype=subtype,
                                               overwrite=overwrite, channel=channel, output_rate=sample_rate,
@@ -172,7 +175,10 @@ def separate(
                     rep.note(f"{inp} -> " + ", ".join(str(p) for p in paths) + ": "
                              + describe(paths.report, [p.name for p in paths]))
                     report.add(inp, paths, paths.report)
+                    speeches.append(paths.report)
     report.write()
+    if rep.noisy_hint and (hint := noisy_hint(speeches)):
+        rep.note(hint)
 
 
 def _conversion_notes(sep: Separator, rep: Reporter) -> None:
@@ -268,7 +274,7 @@ def batch(
     if ray is None and (ray_workers is not None or ray_cpus != 1.0 or ray_gpus != 0.0):
         raise MossepError("--ray-workers, --ray-cpus-per-worker and --ray-gpus-per-worker need --ray")
     report = JsonReport(json_path, overwrite)
-    rep = Reporter(quiet)
+    rep = Reporter(quiet, noisy_hint=noisy_model is None)
     if ray is not None:
         from .cluster import batch_on_ray
         how = dict(filename=filename, fmt=fmt, subtype=subtype, channel=channel, output_rate=sample_rate)
@@ -326,6 +332,8 @@ def report_outcome(rep: Reporter, report: JsonReport, outcome: batchjob.Outcome,
 def finish_batch(rep: Reporter, report: JsonReport, total: int, outcomes: list[batchjob.Outcome]) -> None:
     """Write the report, print the summary; MossepError if any file failed."""
     report.write()
+    if rep.noisy_hint and (hint := noisy_hint(o.speech for o in outcomes if o.status == "separated")):
+        rep.note(hint)
     rep.console.print(f"mossep: batch: {batchjob.summary(total, outcomes)}", markup=False, highlight=False,
                       soft_wrap=True)  # one line, however long
     failed = sum(1 for o in outcomes if o.status == "failed")
